@@ -1,0 +1,26 @@
+//! Refrain audits music for copying: does a generated track copy something a
+//! model was trained on?
+//!
+//! The library goes from audio to fingerprints in plain stages, one module
+//! each (see `ARCHITECTURE.md`):
+//!
+//! [`decode`] → [`stft`] → [`chroma`] / [`melody`] / [`embed`] → [`fingerprint`]
+//!
+//! [`analysis::analyze`] runs the whole front end on a decoded signal. The
+//! library never prints and never exits; every failure is an [`Error`] that
+//! names the file and the stage.
+
+#![warn(missing_docs)]
+
+
+
+pub mod decode;
+
+pub mod error;
+
+pub mod melody;
+pub mod params;
+pub mod stft;
+
+pub use error::{Error, ErrorKind, Result, Stage};
+pub use params::AnalysisParams;

@@ -1,0 +1,1 @@
+//! Melody contour (being written: see the helper's brief).

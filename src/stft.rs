@@ -1,0 +1,262 @@
+//! The one short-time Fourier transform every feature is computed from, and
+//! the spectral peaks that chroma, tuning and melody salience share.
+//!
+//! The FFT is planned once per [`Stft`]; the frame, spectrum and magnitude
+//! buffers are allocated once and reused for every frame.
+
+use std::sync::Arc;
+
+use realfft::num_complex::Complex;
+use realfft::{RealFftPlanner, RealToComplex};
+
+/// A reusable STFT: Hann window, centred frames, magnitude spectra.
+pub struct Stft {
+    fft: Arc<dyn RealToComplex<f32>>,
+    window: Vec<f32>,
+    hop: usize,
+    frame: Vec<f32>,
+    spectrum: Vec<Complex<f32>>,
+    scratch: Vec<Complex<f32>>,
+    magnitude: Vec<f32>,
+}
+
+impl Stft {
+    /// Plans an STFT of `size` points (any size; even sizes are fastest) and
+    /// the given hop.
+    pub fn new(size: usize, hop: usize) -> Self {
+        assert!(size >= 2 && hop >= 1, "STFT size >= 2 and hop >= 1");
+        let mut planner = RealFftPlanner::<f32>::new();
+        let fft = planner.plan_fft_forward(size);
+        let window = hann(size);
+        let spectrum = fft.make_output_vec();
+        let scratch = fft.make_scratch_vec();
+        let magnitude = vec![0.0; spectrum.len()];
+        Stft {
+            frame: fft.make_input_vec(),
+            fft,
+            window,
+            hop,
+            spectrum,
+            scratch,
+            magnitude,
+        }
+    }
+
+    /// FFT size.
+    pub fn size(&self) -> usize {
+        self.window.len()
+    }
+
+    /// Number of frames for a signal of `len` samples: frame `i` is centred
+    /// on sample `i * hop`, and the signal is zero-padded at both ends.
+    pub fn frame_count(&self, len: usize) -> usize {
+        if len == 0 {
+            0
+        } else {
+            (len - 1) / self.hop + 1
+        }
+    }
+
+    /// Sum of the window: a full-scale sine of amplitude `a` exactly on a bin
+    /// has magnitude `a * window_sum / 2` there.
+    pub fn window_sum(&self) -> f32 {
+        self.window.iter().sum()
+    }
+
+    /// Calls `f(frame_index, magnitudes)` for every frame of `signal`.
+    /// `magnitudes` has `size / 2 + 1` bins and is only valid during the call.
+    pub fn for_each_frame(&mut self, signal: &[f32], mut f: impl FnMut(usize, &[f32])) {
+        let n = self.size();
+        let half = n / 2;
+        for i in 0..self.frame_count(signal.len()) {
+            let centre = i * self.hop;
+            // frame covers signal[centre - half .. centre - half + n]
+            let start = centre as isize - half as isize;
+            for (k, (x, w)) in self.frame.iter_mut().zip(&self.window).enumerate() {
+                let j = start + k as isize;
+                *x = if j >= 0 && (j as usize) < signal.len() {
+                    signal[j as usize] * w
+                } else {
+                    0.0
+                };
+            }
+            self.transform();
+            f(i, &self.magnitude);
+        }
+    }
+
+    /// Magnitude spectrum of one frame already windowed by the caller's
+    /// choice (used by tests and by callers with their own framing).
+    pub fn magnitudes_of(&mut self, frame: &[f32]) -> &[f32] {
+        assert_eq!(frame.len(), self.size(), "frame length equals FFT size");
+        for ((x, s), w) in self.frame.iter_mut().zip(frame).zip(&self.window) {
+            *x = s * w;
+        }
+        self.transform();
+        &self.magnitude
+    }
+
+    fn transform(&mut self) {
+        // realfft only fails on wrong buffer lengths, which are ours and fixed
+        self.fft
+            .process_with_scratch(&mut self.frame, &mut self.spectrum, &mut self.scratch)
+            .expect("FFT buffers have the planned sizes");
+        for (m, c) in self.magnitude.iter_mut().zip(&self.spectrum) {
+            *m = c.norm();
+        }
+    }
+}
+
+/// A periodic Hann window of `n` points.
+pub fn hann(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let x = std::f64::consts::PI * i as f64 / n as f64;
+            (x.sin() * x.sin()) as f32
+        })
+        .collect()
+}
+
+/// A spectral peak: interpolated frequency and magnitude.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Peak {
+    /// Frequency in Hz.
+    pub freq: f32,
+    /// Linear magnitude (interpolated).
+    pub mag: f32,
+}
+
+/// Finds the local maxima of `mag` between `fmin` and `fmax` Hz that are
+/// within 60 dB of the frame's strongest one, refines them by parabolic
+/// interpolation of the log magnitude, and keeps the `max_peaks` strongest
+/// in `out` (sorted by frequency). `bin_hz` is the bin spacing.
+pub fn find_peaks(
+    mag: &[f32],
+    bin_hz: f32,
+    fmin: f32,
+    fmax: f32,
+    max_peaks: usize,
+    out: &mut Vec<Peak>,
+) {
+    out.clear();
+    if mag.len() < 3 || max_peaks == 0 {
+        return;
+    }
+    let lo = ((fmin / bin_hz).floor() as usize).max(1);
+    let hi = ((fmax / bin_hz).ceil() as usize).min(mag.len() - 2);
+    if lo > hi {
+        return;
+    }
+    let top = mag[lo..=hi].iter().copied().fold(0.0f32, f32::max);
+    if top <= 1e-9 || !top.is_finite() {
+        return;
+    }
+    let floor = top * 1e-3;
+    for k in lo..=hi {
+        let m = mag[k];
+        if m > floor && m > mag[k - 1] && m >= mag[k + 1] {
+            let (a, b, c) = (
+                (mag[k - 1] + 1e-12).ln(),
+                (m + 1e-12).ln(),
+                (mag[k + 1] + 1e-12).ln(),
+            );
+            let den = a - 2.0 * b + c;
+            let p = if den < 0.0 {
+                (0.5 * (a - c) / den).clamp(-0.5, 0.5)
+            } else {
+                0.0
+            };
+            let logm = b - 0.25 * (a - c) * p;
+            out.push(Peak {
+                freq: (k as f32 + p) * bin_hz,
+                mag: logm.exp(),
+            });
+        }
+    }
+    if out.len() > max_peaks {
+        out.sort_unstable_by(|x, y| y.mag.total_cmp(&x.mag));
+        out.truncate(max_peaks);
+        out.sort_unstable_by(|x, y| x.freq.total_cmp(&y.freq));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive_dft_mag(x: &[f32]) -> Vec<f32> {
+        let n = x.len();
+        (0..=n / 2)
+            .map(|k| {
+                let (mut re, mut im) = (0.0f64, 0.0f64);
+                for (t, &v) in x.iter().enumerate() {
+                    let ph = -2.0 * std::f64::consts::PI * (k * t) as f64 / n as f64;
+                    re += v as f64 * ph.cos();
+                    im += v as f64 * ph.sin();
+                }
+                (re * re + im * im).sqrt() as f32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stft_matches_naive_dft() {
+        // fixed-seed pseudo-random frame (xorshift), windowed like the STFT does
+        let n = 512;
+        let mut s = 0x2545F491u32;
+        let x: Vec<f32> = (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect();
+        let w = hann(n);
+        let windowed: Vec<f32> = x.iter().zip(&w).map(|(a, b)| a * b).collect();
+        let want = naive_dft_mag(&windowed);
+        let mut stft = Stft::new(n, 128);
+        let got = stft.magnitudes_of(&x).to_vec();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            approx::assert_abs_diff_eq!(*g, *w, epsilon = 1e-3 * (1.0 + w.abs()));
+        }
+    }
+
+    #[test]
+    fn frames_are_centred_and_counted() {
+        let mut stft = Stft::new(64, 16);
+        assert_eq!(stft.frame_count(0), 0);
+        assert_eq!(stft.frame_count(1), 1);
+        assert_eq!(stft.frame_count(16), 1);
+        assert_eq!(stft.frame_count(17), 2);
+        // an impulse at sample 32 is centred in frame 2 (centre 32): flat spectrum
+        let mut x = vec![0.0f32; 100];
+        x[32] = 1.0;
+        let mut seen = Vec::new();
+        stft.for_each_frame(&x, |i, m| seen.push((i, m[0], m[5])));
+        assert_eq!(seen.len(), 7);
+        let (_, dc, b5) = seen[2];
+        approx::assert_abs_diff_eq!(dc, 1.0, epsilon = 1e-5);
+        approx::assert_abs_diff_eq!(b5, 1.0, epsilon = 1e-5);
+    }
+
+    #[test]
+    fn peak_interpolation_finds_sine_frequency() {
+        let sr = 11025.0f32;
+        let n = 2048;
+        let f = 440.0f32;
+        let x: Vec<f32> = (0..n)
+            .map(|t| (2.0 * std::f32::consts::PI * f * t as f32 / sr).sin())
+            .collect();
+        let mut stft = Stft::new(n, 110);
+        let mag = stft.magnitudes_of(&x).to_vec();
+        let mut peaks = Vec::new();
+        find_peaks(&mag, sr / n as f32, 50.0, 5000.0, 10, &mut peaks);
+        let best = peaks.iter().max_by(|a, b| a.mag.total_cmp(&b.mag)).unwrap();
+        assert!((best.freq - f).abs() < 0.5, "peak at {}", best.freq);
+        // amplitude 1 sine: magnitude ≈ window_sum / 2
+        let expect = stft.window_sum() / 2.0;
+        assert!((best.mag / expect - 1.0).abs() < 0.05, "{} vs {}", best.mag, expect);
+    }
+}
