@@ -1,16 +1,59 @@
 //! Decoding: any supported file (or in-memory samples) to mono audio at the
-//! analysis rate. (Being written: see the helper's brief.)
+//! analysis rate.
+//!
+//! Every input takes the same path: decode packet by packet, down-mix each
+//! packet to mono (the mean of its channels), and resample the mono stream
+//! once, in chunks, to the target rate with a band-limited resampler. Only the
+//! mono output at the target rate is ever held whole; the multichannel source
+//! never is, and the working buffers are reused from packet to packet.
+//!
+//! Containers and codecs:
+//!
+//! - WAV, FLAC, MP3, Ogg Vorbis and AAC (ADTS or in MP4/M4A) are decoded with
+//!   symphonia;
+//! - Ogg Opus (a `.opus` file, or any Ogg stream whose first packet is an
+//!   `OpusHead`) is decoded at 48 kHz with the pure-Rust `opus-pure` decoder,
+//!   which honours the header's pre-skip, end trim and output gain.
+//!
+//! The container is recognised by its content; a file extension (or the
+//! `ext_hint` of [`decode_bytes`]) is only a hint.
+//!
+//! Damaged input is handled without panicking or hanging: a packet that fails
+//! to decode is skipped and counted, and the decode fails only when more than
+//! half of the packets fail or nothing decodes at all. A file cut short
+//! decodes to the audio it holds.
 
+use std::fs::File;
+use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use opus_pure::{OggOpusReader, OggPacket, OpusDecoder, OpusMSDecoder, Trim};
+use rubato::audioadapter_buffers::direct::InterleavedSlice;
+use rubato::{
+    Async, Fft, FixedAsync, FixedSync, Indexing, Resampler, SincInterpolationParameters,
+    SincInterpolationType, WindowFunction,
+};
 use serde::{Deserialize, Serialize};
+use symphonia::core::codecs::audio::well_known::CODEC_ID_OPUS;
+use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions, CODEC_ID_NULL_AUDIO};
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
+use symphonia::core::io::{MediaSource, MediaSourceStream, ReadOnlySource};
+use symphonia::core::meta::MetadataOptions;
+
+use crate::error::{Error, ErrorKind, Result, Stage};
 
 /// Facts about the source recording, kept in every fingerprint.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SourceInfo {
-    /// Sample rate of the source in Hz.
+    /// Sample rate of the source in Hz (for Opus, the 48 kHz it is decoded at).
     pub sample_rate: u32,
     /// Channel count of the source.
     pub channels: u16,
-    /// Duration of the source in seconds.
+    /// Duration of the source in seconds: the frames actually decoded (after
+    /// encoder delay and padding are trimmed) over `sample_rate`.
     pub duration_s: f64,
 }
 
@@ -23,4 +66,1489 @@ pub struct Audio {
     pub sample_rate: u32,
     /// The source's rate, channels and duration.
     pub source: SourceInfo,
+}
+
+/// Resource limits for decoding untrusted input.
+///
+/// A source longer than `max_duration_s`, or a file (or byte slice) larger
+/// than `max_bytes`, is refused with [`ErrorKind::Limit`] instead of being
+/// decoded. The duration is checked on the audio actually decoded, so a lying
+/// header can neither cause a refusal nor get past the limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeLimits {
+    /// Longest accepted source, in seconds.
+    pub max_duration_s: f64,
+    /// Largest accepted input, in bytes.
+    pub max_bytes: u64,
+}
+
+impl Default for DecodeLimits {
+    /// Four hours of audio and 2 GiB of input.
+    fn default() -> Self {
+        DecodeLimits {
+            max_duration_s: 4.0 * 3600.0,
+            max_bytes: 2 << 30,
+        }
+    }
+}
+
+/// The lowest sample rate accepted, for sources and targets alike (Hz).
+pub const MIN_SAMPLE_RATE: u32 = 1_000;
+/// The highest sample rate accepted, for sources and targets alike (Hz).
+pub const MAX_SAMPLE_RATE: u32 = 768_000;
+
+/// The rate Opus is decoded at (every Opus stream can be decoded at 48 kHz).
+const OPUS_RATE: u32 = 48_000;
+/// The largest FFT resampler input block (frames); beyond it, a sinc resampler.
+const MAX_FFT_BLOCK: usize = 1 << 18;
+/// Demuxer errors in a row after which the rest of the input is given up on.
+const MAX_CONSECUTIVE_ERRORS: u32 = 64;
+
+/// Decodes the file at `path` to mono audio at `target_rate` Hz, with the
+/// default [`DecodeLimits`].
+///
+/// The container is recognised by content, with the extension as a hint. See
+/// the [module documentation](self) for the supported formats.
+///
+/// # Errors
+///
+/// Every error names `path`: [`Stage::Open`] when the file cannot be read or
+/// its format is not recognised ([`ErrorKind::Io`], [`ErrorKind::Unsupported`],
+/// [`ErrorKind::Corrupt`], [`ErrorKind::Empty`] for an empty file or one with
+/// no audio track), [`Stage::Decode`] when its audio cannot be decoded
+/// ([`ErrorKind::Corrupt`] when most packets fail, [`ErrorKind::Empty`] when
+/// no audio decodes), [`ErrorKind::Limit`] when a [`DecodeLimits`] is
+/// exceeded, and [`ErrorKind::InvalidInput`] for a `target_rate` outside
+/// [`MIN_SAMPLE_RATE`]`..=`[`MAX_SAMPLE_RATE`].
+pub fn decode_file(path: &Path, target_rate: u32) -> Result<Audio> {
+    decode_file_with_limits(path, target_rate, &DecodeLimits::default())
+}
+
+/// [`decode_file`] with explicit resource limits.
+///
+/// # Errors
+///
+/// As [`decode_file`]; [`ErrorKind::Limit`] when the file is larger than
+/// `limits.max_bytes` or its audio longer than `limits.max_duration_s`.
+pub fn decode_file_with_limits(
+    path: &Path,
+    target_rate: u32,
+    limits: &DecodeLimits,
+) -> Result<Audio> {
+    check_target_rate(target_rate).map_err(|e| e.with_path(path))?;
+    let file = File::open(path).map_err(|e| Error::at(path, Stage::Open, ErrorKind::Io(e)))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::at(path, Stage::Open, ErrorKind::Io(e)))?
+        .len();
+    check_input_size(len, limits).map_err(|e| e.with_path(path))?;
+    let hint = path.extension().and_then(|e| e.to_str());
+    decode_guarded(file, hint, target_rate, limits).map_err(|e| e.with_path(path))
+}
+
+/// Decodes an encoded file held in memory (for example the body of an upload)
+/// to mono audio at `target_rate` Hz, with the default [`DecodeLimits`].
+///
+/// `ext_hint` is the file's extension without the dot (`"mp3"`, `"m4a"`), if
+/// known; the format is recognised by content either way.
+///
+/// # Errors
+///
+/// As [`decode_file`], without a file name.
+pub fn decode_bytes(bytes: &[u8], ext_hint: Option<&str>, target_rate: u32) -> Result<Audio> {
+    decode_bytes_with_limits(bytes, ext_hint, target_rate, &DecodeLimits::default())
+}
+
+/// [`decode_bytes`] with explicit resource limits.
+///
+/// # Errors
+///
+/// As [`decode_bytes`]; [`ErrorKind::Limit`] when `bytes` is longer than
+/// `limits.max_bytes` or the audio longer than `limits.max_duration_s`.
+pub fn decode_bytes_with_limits(
+    bytes: &[u8],
+    ext_hint: Option<&str>,
+    target_rate: u32,
+    limits: &DecodeLimits,
+) -> Result<Audio> {
+    check_target_rate(target_rate)?;
+    check_input_size(bytes.len() as u64, limits)?;
+    decode_guarded(Cursor::new(bytes), ext_hint, target_rate, limits)
+}
+
+/// Down-mixes and resamples interleaved samples held in memory, exactly as a
+/// decoded file is: the mean of the channels, resampled once from
+/// `sample_rate` to `target_rate`.
+///
+/// `samples` holds `channels` samples per frame, frame after frame.
+///
+/// # Errors
+///
+/// [`ErrorKind::Empty`] when `samples` is empty; [`ErrorKind::InvalidInput`]
+/// when `channels` is 0, a rate is outside
+/// [`MIN_SAMPLE_RATE`]`..=`[`MAX_SAMPLE_RATE`], `samples` is not a whole number
+/// of frames, or a sample is NaN or infinite. All at [`Stage::Resample`].
+pub fn from_interleaved(
+    samples: &[f32],
+    sample_rate: u32,
+    channels: u16,
+    target_rate: u32,
+) -> Result<Audio> {
+    let invalid = |msg: String| Error::new(Stage::Resample, ErrorKind::InvalidInput(msg));
+    if channels == 0 {
+        return Err(invalid("channel count is 0".into()));
+    }
+    check_rate("sample rate", sample_rate).map_err(invalid)?;
+    check_target_rate(target_rate)?;
+    if samples.is_empty() {
+        return Err(Error::new(
+            Stage::Resample,
+            ErrorKind::Empty("no samples were given".into()),
+        ));
+    }
+    let ch = usize::from(channels);
+    if !samples.len().is_multiple_of(ch) {
+        return Err(invalid(format!(
+            "{} samples are not a whole number of {ch}-channel frames",
+            samples.len()
+        )));
+    }
+    if let Some(i) = samples.iter().position(|x| !x.is_finite()) {
+        return Err(invalid(format!(
+            "sample {i} (frame {}, channel {}) is {}",
+            i / ch,
+            i % ch,
+            samples[i]
+        )));
+    }
+    let frames = (samples.len() / ch) as u64;
+    let mut sink = MonoSink::new(sample_rate, target_rate, u64::MAX, Some(frames))?;
+    sink.push_interleaved(samples, ch)?;
+    let info = SourceInfo {
+        sample_rate,
+        channels,
+        duration_s: frames as f64 / f64::from(sample_rate),
+    };
+    Ok(Audio {
+        samples: sink.finish()?,
+        sample_rate: target_rate,
+        source: info,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Checks shared by the entry points.
+
+fn check_rate(what: &str, rate: u32) -> std::result::Result<(), String> {
+    if (MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {rate} Hz is outside {MIN_SAMPLE_RATE}..={MAX_SAMPLE_RATE} Hz"
+        ))
+    }
+}
+
+fn check_target_rate(rate: u32) -> Result<()> {
+    check_rate("target sample rate", rate)
+        .map_err(|m| Error::new(Stage::Resample, ErrorKind::InvalidInput(m)))
+}
+
+fn check_input_size(len: u64, limits: &DecodeLimits) -> Result<()> {
+    if len == 0 {
+        return Err(Error::new(
+            Stage::Open,
+            ErrorKind::Empty("the input is empty (0 bytes)".into()),
+        ));
+    }
+    if len > limits.max_bytes {
+        return Err(Error::new(
+            Stage::Open,
+            ErrorKind::Limit(format!(
+                "the input is {len} bytes, more than the limit of {} bytes",
+                limits.max_bytes
+            )),
+        ));
+    }
+    Ok(())
+}
+
+/// The most source frames accepted at `rate` under `limits`.
+fn max_frames(limits: &DecodeLimits, rate: u32) -> u64 {
+    let f = limits.max_duration_s.max(0.0) * f64::from(rate);
+    if f >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        f.floor() as u64
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Container dispatch.
+
+/// Runs [`decode_source`], turning a panic inside a third-party decoder (on
+/// damaged data) into an error instead of unwinding into the caller.
+fn decode_guarded<R: Reopen>(
+    src: R,
+    hint: Option<&str>,
+    target_rate: u32,
+    limits: &DecodeLimits,
+) -> Result<Audio> {
+    match catch_unwind(AssertUnwindSafe(|| {
+        decode_source(src, hint, target_rate, limits)
+    })) {
+        Ok(result) => result,
+        Err(_) => Err(Error::new(
+            Stage::Decode,
+            ErrorKind::Corrupt("the decoder failed on damaged data".into()),
+        )),
+    }
+}
+
+fn decode_source<R: Reopen>(
+    mut src: R,
+    hint: Option<&str>,
+    target_rate: u32,
+    limits: &DecodeLimits,
+) -> Result<Audio> {
+    let open_io = |e| Error::new(Stage::Open, ErrorKind::Io(e));
+    let mut head = [0u8; 512];
+    let n = read_up_to(&mut src, &mut head).map_err(open_io)?;
+    src.seek(SeekFrom::Start(0)).map_err(open_io)?;
+    if is_ogg_opus(&head[..n]) {
+        decode_opus(BufReader::with_capacity(1 << 16, src), target_rate, limits)
+    } else {
+        decode_symphonia(src, hint, target_rate, limits)
+    }
+}
+
+/// Reads until `buf` is full or the source ends; returns the bytes read.
+fn read_up_to<R: Read>(src: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match src.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// True when `head` starts with an Ogg page whose first packet is an `OpusHead`.
+fn is_ogg_opus(head: &[u8]) -> bool {
+    if head.len() < 27 || &head[..4] != b"OggS" {
+        return false;
+    }
+    let payload = 27 + usize::from(head[26]);
+    head.get(payload..payload + 8) == Some(b"OpusHead".as_slice())
+}
+
+// ---------------------------------------------------------------------------
+// symphonia: WAV, FLAC, MP3, Ogg Vorbis, AAC/M4A.
+
+/// A source that can be read again from the start.
+trait Reopen: MediaSource + Sized {
+    /// A fresh handle on the same data, positioned at its start.
+    fn reopen(&self) -> std::io::Result<Self>;
+}
+
+impl Reopen for File {
+    fn reopen(&self) -> std::io::Result<Self> {
+        let mut f = self.try_clone()?;
+        f.seek(SeekFrom::Start(0))?;
+        Ok(f)
+    }
+}
+
+impl Reopen for Cursor<&[u8]> {
+    fn reopen(&self) -> std::io::Result<Self> {
+        Ok(Cursor::new(*self.get_ref()))
+    }
+}
+
+fn probe<'s>(
+    src: Box<dyn MediaSource + 's>,
+    hint: Option<&str>,
+) -> Result<Box<dyn FormatReader + 's>, SymError> {
+    let mss = MediaSourceStream::new(src, Default::default());
+    let mut probe_hint = Hint::new();
+    if let Some(ext) = hint {
+        probe_hint.with_extension(&ext.to_ascii_lowercase());
+    }
+    symphonia::default::get_probe().probe(
+        &probe_hint,
+        mss,
+        FormatOptions::default(),
+        MetadataOptions::default(),
+    )
+}
+
+fn decode_symphonia<R: Reopen>(
+    src: R,
+    hint: Option<&str>,
+    target_rate: u32,
+    limits: &DecodeLimits,
+) -> Result<Audio> {
+    let retry = src.reopen();
+    let mut reader = match probe(Box::new(src), hint) {
+        Ok(r) => r,
+        // On a seekable source, the Ogg and FLAC readers look at the end of
+        // the stream when they open, and fail when it is cut short. Read as a
+        // stream instead, which decodes what there is.
+        Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            let again = retry.map_err(|e| Error::new(Stage::Open, ErrorKind::Io(e)))?;
+            probe(Box::new(ReadOnlySource::new(again)), hint).map_err(probe_error)?
+        }
+        Err(e) => return Err(probe_error(e)),
+    };
+
+    let track = match reader.default_track(TrackType::Audio) {
+        Some(t) => t,
+        None => {
+            let kind = match reader.first_track(TrackType::Audio) {
+                Some(_) => {
+                    ErrorKind::Unsupported("the audio track's codec is not supported".into())
+                }
+                None => ErrorKind::Empty("the container has no audio track".into()),
+            };
+            return Err(Error::new(Stage::Open, kind));
+        }
+    };
+    let track_id = track.id;
+    let num_frames = track.num_frames;
+    let params = track
+        .codec_params
+        .as_ref()
+        .and_then(|p| p.audio())
+        .ok_or_else(|| {
+            Error::new(
+                Stage::Open,
+                ErrorKind::Empty("the container has no audio track".into()),
+            )
+        })?;
+    if params.codec == CODEC_ID_NULL_AUDIO {
+        return Err(Error::new(
+            Stage::Open,
+            ErrorKind::Unsupported("the audio track's codec is not supported".into()),
+        ));
+    }
+    if params.codec == CODEC_ID_OPUS {
+        return Err(Error::new(
+            Stage::Open,
+            ErrorKind::Unsupported("Opus is supported in Ogg (.opus) files only".into()),
+        ));
+    }
+    let mut decoder = symphonia::default::get_codecs()
+        .make_audio_decoder(params, &AudioDecoderOptions::default())
+        .map_err(|e| match e {
+            SymError::Unsupported(what) => Error::new(
+                Stage::Open,
+                ErrorKind::Unsupported(format!("audio codec: {what}")),
+            ),
+            other => Error::new(Stage::Open, ErrorKind::Corrupt(other.to_string())),
+        })?;
+
+    run_symphonia(
+        reader.as_mut(),
+        decoder.as_mut(),
+        track_id,
+        num_frames,
+        target_rate,
+        limits,
+    )
+}
+
+fn probe_error(e: SymError) -> Error {
+    let kind = match e {
+        // The probe scanned the start of the input without finding a container.
+        SymError::Unsupported(what) if what.starts_with("core (probe)") => {
+            ErrorKind::Unsupported("the format was not recognised".into())
+        }
+        SymError::Unsupported(what) => ErrorKind::Unsupported(format!("container: {what}")),
+        SymError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            ErrorKind::Corrupt("the input ends inside the container's headers".into())
+        }
+        SymError::IoError(io) => ErrorKind::Io(io),
+        SymError::LimitError(what) => ErrorKind::Limit(format!("container: {what}")),
+        other => ErrorKind::Corrupt(format!("container: {other}")),
+    };
+    Error::new(Stage::Open, kind)
+}
+
+/// The packet loop: decode, down-mix, resample.
+fn run_symphonia(
+    reader: &mut dyn FormatReader,
+    decoder: &mut dyn AudioDecoder,
+    track_id: u32,
+    num_frames: Option<u64>,
+    target_rate: u32,
+    limits: &DecodeLimits,
+) -> Result<Audio> {
+    let decode_err = |kind| Error::new(Stage::Decode, kind);
+    let mut sink: Option<MonoSink> = None;
+    let mut channels = 0usize;
+    let mut interleaved: Vec<f32> = Vec::new();
+    let mut counts = PacketCounts::default();
+    let mut consecutive = 0u32;
+
+    loop {
+        let packet = match reader.next_packet() {
+            Ok(Some(p)) => {
+                consecutive = 0;
+                p
+            }
+            Ok(None) => break,
+            // A file cut short: keep what was decoded.
+            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(SymError::IoError(e)) => return Err(decode_err(ErrorKind::Io(e))),
+            // A chained stream (a new track list): only the first is decoded.
+            Err(SymError::ResetRequired) => break,
+            Err(SymError::Unsupported(what)) => {
+                return Err(decode_err(ErrorKind::Unsupported(what.to_string())))
+            }
+            Err(SymError::LimitError(what)) => {
+                return Err(decode_err(ErrorKind::Limit(format!("container: {what}"))))
+            }
+            Err(_) => {
+                counts.failed += 1;
+                consecutive += 1;
+                if consecutive >= MAX_CONSECUTIVE_ERRORS {
+                    break;
+                }
+                continue;
+            }
+        };
+        if packet.track_id != track_id {
+            continue;
+        }
+        let buf = match decoder.decode(&packet) {
+            Ok(buf) => buf,
+            // A packet using a feature the decoder lacks: skipped like a damaged
+            // one, and reported if nothing else decodes.
+            Err(SymError::Unsupported(what)) => {
+                counts.failed += 1;
+                counts.unsupported = Some(what);
+                continue;
+            }
+            Err(SymError::LimitError(what)) => {
+                return Err(decode_err(ErrorKind::Limit(format!("decoder: {what}"))))
+            }
+            Err(SymError::ResetRequired) => {
+                decoder.reset();
+                counts.failed += 1;
+                continue;
+            }
+            Err(_) => {
+                counts.failed += 1;
+                continue;
+            }
+        };
+        let rate = buf.spec().rate();
+        let ch = buf.spec().channels().count();
+        if ch == 0 {
+            counts.failed += 1;
+            continue;
+        }
+        counts.ok += 1;
+        if buf.frames() == 0 {
+            continue;
+        }
+        buf.copy_to_vec_interleaved(&mut interleaved);
+        let s = match sink.as_mut() {
+            Some(s) => {
+                if rate != s.source_rate {
+                    return Err(decode_err(ErrorKind::Unsupported(format!(
+                        "the sample rate changes mid-stream ({} Hz to {rate} Hz)",
+                        s.source_rate
+                    ))));
+                }
+                s
+            }
+            None => {
+                check_rate("source sample rate", rate)
+                    .map_err(|m| decode_err(ErrorKind::Unsupported(m)))?;
+                channels = ch;
+                sink.insert(MonoSink::new(
+                    rate,
+                    target_rate,
+                    max_frames(limits, rate),
+                    num_frames,
+                )?)
+            }
+        };
+        s.push_interleaved(&interleaved, ch)?;
+    }
+
+    counts.check()?;
+    let sink = sink
+        .ok_or_else(|| decode_err(ErrorKind::Empty("the stream holds no audio frames".into())))?;
+    sink.into_audio(channels)
+}
+
+/// Packets decoded and packets lost to errors.
+#[derive(Default)]
+struct PacketCounts {
+    ok: u64,
+    failed: u64,
+    /// The decoder's reason, when a packet failed for an unsupported feature.
+    unsupported: Option<&'static str>,
+}
+
+impl PacketCounts {
+    /// Fails when nothing decoded or when more than half the packets failed.
+    fn check(&self) -> Result<()> {
+        let total = self.ok + self.failed;
+        let kind = if total == 0 {
+            ErrorKind::Empty("the stream holds no audio packets".into())
+        } else if let (0, Some(what)) = (self.ok, self.unsupported) {
+            ErrorKind::Unsupported(format!("audio codec: {what}"))
+        } else if self.ok == 0 {
+            ErrorKind::Corrupt(format!("none of {total} packets could be decoded"))
+        } else if self.failed > self.ok {
+            ErrorKind::Corrupt(format!(
+                "{} of {total} packets could not be decoded",
+                self.failed
+            ))
+        } else {
+            return Ok(());
+        };
+        Err(Error::new(Stage::Decode, kind))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Ogg Opus.
+
+enum OpusDec {
+    Single(Box<OpusDecoder>),
+    Multi(OpusMSDecoder),
+}
+
+impl OpusDec {
+    fn decode(&mut self, packet: &[u8], out: &mut [f32]) -> opus_pure::Result<usize> {
+        let max = opus_pure::MAX_PACKET_SAMPLES;
+        match self {
+            OpusDec::Single(d) => d.decode(packet, max, out),
+            OpusDec::Multi(d) => d.decode(packet, max, out),
+        }
+    }
+}
+
+fn opus_open_error(e: opus_pure::Error) -> Error {
+    let kind = match e {
+        opus_pure::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            ErrorKind::Corrupt("Ogg Opus: the stream ends inside its headers".into())
+        }
+        opus_pure::Error::Io(io) => ErrorKind::Io(io),
+        other => ErrorKind::Corrupt(format!("Ogg Opus: {other}")),
+    };
+    Error::new(Stage::Open, kind)
+}
+
+fn decode_opus<R: Read>(src: R, target_rate: u32, limits: &DecodeLimits) -> Result<Audio> {
+    let mut reader = OggOpusReader::new(src).map_err(opus_open_error)?;
+    let head = reader.head().clone();
+    let channels = usize::from(head.channel_count);
+    let unsupported = |what: String| Error::new(Stage::Open, ErrorKind::Unsupported(what));
+    let mut decoder = if head.mapping_family == 0 {
+        OpusDec::Single(Box::new(
+            head.decoder(OPUS_RATE as i32).map_err(opus_open_error)?,
+        ))
+    } else {
+        // Only the standard surround layouts (the ones libopus writes) are
+        // decoded: the multistream decoder derives the layout from the family.
+        let mut ms = OpusMSDecoder::new(OPUS_RATE as i32, channels, head.mapping_family)
+            .map_err(|e| unsupported(format!("Opus channel mapping: {e}")))?;
+        let layout = ms.layout();
+        if layout.nb_streams != usize::from(head.stream_count)
+            || layout.nb_coupled_streams != usize::from(head.coupled_count)
+            || layout.mapping != head.channel_mapping
+        {
+            return Err(unsupported(format!(
+                "Opus channel mapping family {} with a non-standard layout",
+                head.mapping_family
+            )));
+        }
+        for stream in ms.streams_mut() {
+            stream.gain_q8 = i32::from(head.output_gain_q8);
+        }
+        OpusDec::Multi(ms)
+    };
+    let mut trim = Trim::new(&head, OPUS_RATE as i32, channels).map_err(opus_open_error)?;
+    let mut sink = MonoSink::new(OPUS_RATE, target_rate, max_frames(limits, OPUS_RATE), None)?;
+    let mut block = vec![0.0f32; opus_pure::MAX_PACKET_SAMPLES * channels];
+    let mut packet = OggPacket::default();
+    let mut counts = PacketCounts::default();
+    let mut consecutive = 0u32;
+
+    loop {
+        match reader.read_packet_into(&mut packet) {
+            Ok(true) => consecutive = 0,
+            Ok(false) => break,
+            Err(opus_pure::Error::Io(e)) if e.kind() != std::io::ErrorKind::UnexpectedEof => {
+                return Err(Error::new(Stage::Decode, ErrorKind::Io(e)))
+            }
+            Err(_) => {
+                // A damaged page (bad CRC, lost continuation) or a cut-off
+                // stream: skip it; the reader resynchronises on the next page.
+                counts.failed += 1;
+                consecutive += 1;
+                if consecutive >= MAX_CONSECUTIVE_ERRORS {
+                    break;
+                }
+                continue;
+            }
+        }
+        match decoder.decode(&packet.data, &mut block) {
+            Ok(n) => {
+                counts.ok += 1;
+                let keep = trim.keep_range(&packet, n * channels);
+                sink.push_interleaved(&block[keep], channels)?;
+            }
+            Err(_) => counts.failed += 1,
+        }
+    }
+    counts.check()?;
+    sink.into_audio(channels)
+}
+
+// ---------------------------------------------------------------------------
+// Down-mix and resample.
+
+/// The resampler's output length the input frames map to, rounded.
+fn expected_len(frames_in: u64, source_rate: u32, target_rate: u32) -> u64 {
+    let num = u128::from(frames_in) * u128::from(target_rate) + u128::from(source_rate / 2);
+    (num / u128::from(source_rate)) as u64
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// A mono resampler and the fixed input chunk it consumes per call.
+fn make_resampler(source_rate: u32, target_rate: u32) -> Result<(Box<dyn Resampler<f32>>, usize)> {
+    let err = |e: rubato::ResamplerConstructionError| {
+        Error::new(
+            Stage::Resample,
+            ErrorKind::InvalidInput(format!(
+                "cannot resample {source_rate} Hz to {target_rate} Hz: {e}"
+            )),
+        )
+    };
+    let g = gcd(u64::from(source_rate), u64::from(target_rate));
+    let min_in = (u64::from(source_rate) / g) as usize;
+    let min_out = (u64::from(target_rate) / g) as usize;
+    // The FFT resampler works on blocks that are whole multiples of the
+    // reduced ratio. Aim for an output block of ≈1024 frames: the
+    // anti-aliasing cutoff then sits at ≈98.7% of the lower Nyquist frequency
+    // and the delay (half a block) stays short.
+    // Both block sizes are kept even, so that the delay (half a block) is a
+    // whole number of samples on both sides and can be trimmed exactly.
+    let mut k = 1024usize.div_ceil(min_out).max(2);
+    k += k % 2;
+    while k > 2 && k * min_in > MAX_FFT_BLOCK {
+        k -= 2;
+    }
+    if k * min_in <= MAX_FFT_BLOCK && k * min_out >= 128 {
+        let fft_in = k * min_in;
+        let r = Fft::<f32>::new_custom(
+            source_rate as usize,
+            target_rate as usize,
+            fft_in,
+            1,
+            1,
+            WindowFunction::BlackmanHarris2,
+            FixedSync::Input,
+        )
+        .map_err(err)?;
+        let chunk = r.input_frames_next();
+        Ok((Box::new(r), chunk))
+    } else {
+        // Exotic rate pairs (a source above 131 kHz sharing almost no divisor
+        // with the target): a windowed-sinc resampler handles any ratio, at
+        // the price of a delay that is trimmed only to the nearest sample.
+        let params = SincInterpolationParameters {
+            sinc_len: 256,
+            f_cutoff: None,
+            oversampling_factor: 256,
+            interpolation: SincInterpolationType::Cubic,
+            window: WindowFunction::BlackmanHarris2,
+        };
+        let ratio = f64::from(target_rate) / f64::from(source_rate);
+        let r =
+            Async::<f32>::new_sinc(ratio, 1.0, &params, 1024, 1, FixedAsync::Input).map_err(err)?;
+        let chunk = r.input_frames_next();
+        Ok((Box::new(r), chunk))
+    }
+}
+
+/// Down-mixes interleaved packets to mono, feeds the resampler a chunk at a
+/// time, and collects the output with the resampler delay trimmed.
+struct MonoSink {
+    source_rate: u32,
+    target_rate: u32,
+    /// `None` when the source is already at the target rate.
+    resampler: Option<Box<dyn Resampler<f32>>>,
+    /// Input frames per resampler call.
+    chunk: usize,
+    /// Mono input waiting for a full chunk (capacity `chunk`).
+    pending: Vec<f32>,
+    /// One call's resampler output.
+    scratch: Vec<f32>,
+    /// Output frames still to drop (the resampler delay).
+    to_trim: usize,
+    /// Source frames received.
+    frames_in: u64,
+    /// Source frames accepted before [`ErrorKind::Limit`].
+    max_frames_in: u64,
+    /// Output at the target rate.
+    out: Vec<f32>,
+}
+
+impl MonoSink {
+    /// `frames_hint` is the expected source length, if known, used only to
+    /// reserve the output up front (capped by `max_frames_in`).
+    fn new(
+        source_rate: u32,
+        target_rate: u32,
+        max_frames_in: u64,
+        frames_hint: Option<u64>,
+    ) -> Result<Self> {
+        let (resampler, chunk) = if source_rate == target_rate {
+            (None, 0)
+        } else {
+            let (r, chunk) = make_resampler(source_rate, target_rate)?;
+            (Some(r), chunk)
+        };
+        let (to_trim, scratch) = match &resampler {
+            Some(r) => (r.output_delay(), vec![0.0; r.output_frames_max()]),
+            None => (0, Vec::new()),
+        };
+        let mut out = Vec::new();
+        if let Some(frames) = frames_hint {
+            // Reserving is virtual memory until written; an inflated header
+            // costs address space, not RAM, and the excess is returned at the end.
+            let frames = frames.min(max_frames_in);
+            let want = expected_len(frames, source_rate, target_rate).saturating_add(16);
+            out.reserve_exact(usize::try_from(want).unwrap_or(0));
+        }
+        Ok(MonoSink {
+            source_rate,
+            target_rate,
+            resampler,
+            chunk,
+            pending: Vec::with_capacity(chunk),
+            scratch,
+            to_trim,
+            frames_in: 0,
+            max_frames_in,
+            out,
+        })
+    }
+
+    /// Adds `samples` (`channels` per frame) as mono: the mean of the channels.
+    fn push_interleaved(&mut self, samples: &[f32], channels: usize) -> Result<()> {
+        let frames = samples.len() / channels;
+        if frames == 0 {
+            return Ok(());
+        }
+        self.frames_in += frames as u64;
+        if self.frames_in > self.max_frames_in {
+            let secs = self.max_frames_in as f64 / f64::from(self.source_rate);
+            return Err(Error::new(
+                Stage::Decode,
+                ErrorKind::Limit(format!("the audio is longer than the limit of {secs} s")),
+            ));
+        }
+        let first_frame = self.frames_in - frames as u64;
+        let scale = 1.0 / channels as f32;
+        let mut rest = &samples[..frames * channels];
+        let mut done = 0usize;
+        while !rest.is_empty() {
+            let (dst, room) = match self.resampler {
+                Some(_) => {
+                    let room = self.chunk - self.pending.len();
+                    (&mut self.pending, room)
+                }
+                None => (&mut self.out, usize::MAX),
+            };
+            let n = (rest.len() / channels).min(room);
+            let (now, later) = rest.split_at(n * channels);
+            let start = dst.len();
+            match channels {
+                1 => dst.extend_from_slice(now),
+                2 => dst.extend(now.chunks_exact(2).map(|f| (f[0] + f[1]) * 0.5)),
+                _ => dst.extend(
+                    now.chunks_exact(channels)
+                        .map(|f| f.iter().sum::<f32>() * scale),
+                ),
+            }
+            if let Some(i) = dst[start..].iter().position(|x| !x.is_finite()) {
+                let frame = first_frame + (done + i) as u64;
+                return Err(Error::new(
+                    Stage::Decode,
+                    ErrorKind::Corrupt(format!("source frame {frame} is not a finite number")),
+                ));
+            }
+            rest = later;
+            done += n;
+            if self.resampler.is_some() && self.pending.len() == self.chunk {
+                self.run_chunk(None)?;
+                self.pending.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// Resamples `pending` (a full chunk, or `partial` valid frames of it) and
+    /// appends the output past the delay still to trim.
+    fn run_chunk(&mut self, partial: Option<usize>) -> Result<()> {
+        let Some(r) = self.resampler.as_mut() else {
+            return Ok(());
+        };
+        let err = |e: String| Error::new(Stage::Resample, ErrorKind::InvalidInput(e));
+        let input = InterleavedSlice::new(&self.pending[..], 1, self.pending.len())
+            .map_err(|e| err(e.to_string()))?;
+        let out_len = self.scratch.len();
+        let mut output = InterleavedSlice::new_mut(&mut self.scratch[..], 1, out_len)
+            .map_err(|e| err(e.to_string()))?;
+        let indexing = partial.map(|n| Indexing::new().partial_len(n));
+        let (_, produced) = r
+            .process_into_buffer(&input, &mut output, indexing.as_ref())
+            .map_err(|e| err(e.to_string()))?;
+        let skip = self.to_trim.min(produced);
+        self.to_trim -= skip;
+        self.out.extend_from_slice(&self.scratch[skip..produced]);
+        Ok(())
+    }
+
+    /// Flushes the resampler and returns exactly
+    /// `round(frames_in * target_rate / source_rate)` output samples.
+    fn finish(mut self) -> Result<Vec<f32>> {
+        let expected = expected_len(self.frames_in, self.source_rate, self.target_rate);
+        let expected = usize::try_from(expected).map_err(|_| {
+            Error::new(
+                Stage::Resample,
+                ErrorKind::Limit("the output does not fit in memory".into()),
+            )
+        })?;
+        if self.resampler.is_some() {
+            if !self.pending.is_empty() {
+                let valid = self.pending.len();
+                self.pending.resize(self.chunk, 0.0);
+                self.run_chunk(Some(valid))?;
+            }
+            // Pump silence through until the delayed tail is out.
+            self.pending.clear();
+            self.pending.resize(self.chunk, 0.0);
+            let mut guard = 0;
+            while self.out.len() < expected {
+                guard += 1;
+                if guard > 10_000 {
+                    return Err(Error::new(
+                        Stage::Resample,
+                        ErrorKind::InvalidInput("the resampler does not flush".into()),
+                    ));
+                }
+                self.run_chunk(Some(0))?;
+            }
+        }
+        self.out.truncate(expected);
+        if self.out.capacity() > self.out.len() + self.out.len() / 8 + 1024 {
+            self.out.shrink_to_fit();
+        }
+        Ok(self.out)
+    }
+
+    fn into_audio(self, channels: usize) -> Result<Audio> {
+        if self.frames_in == 0 {
+            return Err(Error::new(
+                Stage::Decode,
+                ErrorKind::Empty("the stream holds no audio frames".into()),
+            ));
+        }
+        let info = SourceInfo {
+            sample_rate: self.source_rate,
+            channels: u16::try_from(channels).unwrap_or(u16::MAX),
+            duration_s: self.frames_in as f64 / f64::from(self.source_rate),
+        };
+        let sample_rate = self.target_rate;
+        Ok(Audio {
+            samples: self.finish()?,
+            sample_rate,
+            source: info,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    const TARGET: u32 = 11_025;
+    const TONE_RATE: u32 = 44_100;
+    const TONE_FRAMES: usize = 44_100;
+    const LOSSLESS_FRAMES: usize = 6_000;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/decode")
+            .join(name)
+    }
+
+    /// One stereo frame of the fixtures' source signal (see make_fixtures.py).
+    fn tone_sample(n: usize) -> (f64, f64) {
+        use std::f64::consts::TAU;
+        let t = n as f64 / f64::from(TONE_RATE);
+        let g = 1.0f64.min(t / 0.01).min((1.0 - t) / 0.01);
+        let am = 0.6 + 0.4 * (TAU * 3.0 * t).sin();
+        let left = am
+            * (0.25 * (TAU * 220.0 * t).sin()
+                + 0.12 * (TAU * 440.0 * t + 0.3).sin()
+                + 0.06 * (TAU * 660.0 * t + 1.1).sin());
+        let right = 0.2 * (TAU * 330.0 * t + 0.5).sin()
+            + 0.1 * (TAU * 990.0 * t + 0.7).sin()
+            + 0.15 * (TAU * (500.0 * t + 750.0 * t * t)).sin();
+        (g * left, g * right)
+    }
+
+    /// The first `frames` frames of the source signal, interleaved, as f32.
+    fn tone(frames: usize) -> Vec<f32> {
+        (0..frames)
+            .flat_map(|n| {
+                let (l, r) = tone_sample(n);
+                [l as f32, r as f32]
+            })
+            .collect()
+    }
+
+    /// The source signal through the in-memory path at `TARGET`.
+    fn tone_reference(frames: usize) -> Vec<f32> {
+        from_interleaved(&tone(frames), TONE_RATE, 2, TARGET)
+            .unwrap()
+            .samples
+    }
+
+    fn rms(x: &[f32]) -> f64 {
+        (x.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / x.len() as f64).sqrt()
+    }
+
+    fn rms_diff(a: &[f32], b: &[f32]) -> f64 {
+        let n = a.len().min(b.len());
+        (a[..n]
+            .iter()
+            .zip(&b[..n])
+            .map(|(&x, &y)| f64::from(x - y).powi(2))
+            .sum::<f64>()
+            / n as f64)
+            .sqrt()
+    }
+
+    /// Normalised correlation of `a` delayed by `lag` against `b`.
+    fn corr_at(a: &[f32], b: &[f32], lag: isize) -> f64 {
+        let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+        for (j, &y) in b.iter().enumerate() {
+            let i = j as isize + lag;
+            if i < 0 || i as usize >= a.len() {
+                continue;
+            }
+            let x = f64::from(a[i as usize]);
+            let y = f64::from(y);
+            ab += x * y;
+            aa += x * x;
+            bb += y * y;
+        }
+        if aa == 0.0 || bb == 0.0 {
+            0.0
+        } else {
+            ab / (aa * bb).sqrt()
+        }
+    }
+
+    /// The best (lag, correlation) of `a` against `b` within ±`max_lag`.
+    fn best_lag(a: &[f32], b: &[f32], max_lag: isize) -> (isize, f64) {
+        (-max_lag..=max_lag)
+            .map(|lag| (lag, corr_at(a, b, lag)))
+            .fold((0, f64::MIN), |best, c| if c.1 > best.1 { c } else { best })
+    }
+
+    fn read(name: &str) -> Vec<u8> {
+        std::fs::read(fixture(name)).unwrap()
+    }
+
+    #[test]
+    fn decode_lossless_fixtures_match_the_source() {
+        let reference = tone_reference(LOSSLESS_FRAMES);
+        let expected_len = expected_len(LOSSLESS_FRAMES as u64, TONE_RATE, TARGET) as usize;
+        assert_eq!(reference.len(), expected_len);
+        for name in ["tone_f32.wav", "tone_s16.wav", "tone.flac"] {
+            let audio = decode_file(&fixture(name), TARGET).unwrap();
+            assert_eq!(audio.sample_rate, TARGET, "{name}");
+            assert_eq!(audio.source.sample_rate, TONE_RATE, "{name}");
+            assert_eq!(audio.source.channels, 2, "{name}");
+            let want_s = LOSSLESS_FRAMES as f64 / f64::from(TONE_RATE);
+            assert!((audio.source.duration_s - want_s).abs() < 1e-9, "{name}");
+            assert_eq!(audio.samples.len(), expected_len, "{name}");
+            let d = rms_diff(&audio.samples, &reference);
+            assert!(d <= 1e-4, "{name}: rms difference {d}");
+        }
+    }
+
+    #[test]
+    fn decode_lossy_fixtures_correlate_with_the_source() {
+        let reference = tone_reference(TONE_FRAMES);
+        let max_lag = (TARGET / 10) as isize; // ±100 ms
+        for (name, rate) in [
+            ("tone.mp3", 44_100),
+            ("tone.ogg", 44_100),
+            ("tone.m4a", 44_100),
+            ("tone.opus", 48_000),
+        ] {
+            let audio = decode_file(&fixture(name), TARGET).unwrap();
+            assert_eq!(audio.source.sample_rate, rate, "{name}");
+            assert_eq!(audio.source.channels, 2, "{name}");
+            let d = audio.source.duration_s;
+            assert!((0.99..1.1).contains(&d), "{name}: duration {d}");
+            let want = expected_len(
+                (audio.source.duration_s * f64::from(rate)).round() as u64,
+                rate,
+                TARGET,
+            );
+            assert_eq!(audio.samples.len() as u64, want, "{name}");
+            let (lag, c) = best_lag(&audio.samples, &reference, max_lag);
+            assert!(c >= 0.95, "{name}: correlation {c} at lag {lag}");
+            let level = rms(&audio.samples) / rms(&reference);
+            assert!((0.8..1.25).contains(&level), "{name}: level ratio {level}");
+        }
+    }
+
+    #[test]
+    fn gapless_codecs_are_time_aligned() {
+        // Vorbis and Opus carry their delay in the container and it is
+        // trimmed: the decode lines up with the source to within a sample.
+        let reference = tone_reference(TONE_FRAMES);
+        for name in ["tone.ogg", "tone.opus", "tone.mp3"] {
+            let audio = decode_file(&fixture(name), TARGET).unwrap();
+            let (lag, c) = best_lag(&audio.samples, &reference, 200);
+            assert!(lag.abs() <= 1, "{name}: lag {lag} (correlation {c})");
+        }
+    }
+
+    #[test]
+    fn opus_matches_the_ffmpeg_reference() {
+        let ours = decode_file(&fixture("tone.opus"), OPUS_RATE).unwrap();
+        assert_eq!(ours.samples.len(), 48_000);
+        let reference = decode_file(&fixture("opus_reference_ffmpeg.wav"), OPUS_RATE).unwrap();
+        assert_eq!(reference.source.channels, 1);
+        assert_eq!(reference.samples.len(), 24_000);
+        let ours = &ours.samples[..reference.samples.len()];
+        let (lag, c) = best_lag(ours, &reference.samples, 20);
+        assert_eq!(lag, 0, "correlation {c}");
+        assert!(c >= 0.999, "correlation {c}");
+        // 16-bit quantisation of the reference is ≈1e-5 RMS.
+        let d = rms_diff(ours, &reference.samples);
+        assert!(d < 1e-4, "rms difference {d}");
+    }
+
+    /// The Ogg page CRC (polynomial 0x04c11db7, no reflection).
+    fn ogg_crc(data: &[u8]) -> u32 {
+        let mut crc = 0u32;
+        for &b in data {
+            crc ^= u32::from(b) << 24;
+            for _ in 0..8 {
+                crc = if crc & 0x8000_0000 != 0 {
+                    (crc << 1) ^ 0x04c1_1db7
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc
+    }
+
+    #[test]
+    fn opus_output_gain_is_applied() {
+        let plain = read("tone.opus");
+        let mut gained = plain.clone();
+        // First page: 27-byte header, the segment table, then OpusHead, whose
+        // output gain (Q7.8 dB) is at bytes 16..18. +6.0206 dB doubles.
+        let payload = 27 + usize::from(gained[26]);
+        let page_len = payload
+            + gained[27..payload]
+                .iter()
+                .map(|&s| usize::from(s))
+                .sum::<usize>();
+        gained[payload + 16..payload + 18].copy_from_slice(&1541i16.to_le_bytes());
+        gained[22..26].fill(0);
+        let crc = ogg_crc(&gained[..page_len]);
+        gained[22..26].copy_from_slice(&crc.to_le_bytes());
+        let a = decode_bytes(&plain, Some("opus"), TARGET).unwrap();
+        let b = decode_bytes(&gained, Some("opus"), TARGET).unwrap();
+        let ratio = rms(&b.samples) / rms(&a.samples);
+        assert!((ratio - 2.0).abs() < 0.01, "gain ratio {ratio}");
+    }
+
+    #[test]
+    fn bytes_and_file_agree() {
+        for name in ["tone.flac", "tone.ogg", "tone.opus", "tone.m4a"] {
+            let f = decode_file(&fixture(name), TARGET).unwrap();
+            // Content, not extension, decides the format.
+            let b = decode_bytes(&read(name), Some("wav"), TARGET).unwrap();
+            assert_eq!(f.samples, b.samples, "{name}");
+            assert_eq!(f.source, b.source, "{name}");
+            let c = decode_bytes(&read(name), None, TARGET).unwrap();
+            assert_eq!(f.samples, c.samples, "{name}");
+        }
+    }
+
+    #[test]
+    fn passthrough_at_the_source_rate() {
+        let audio = decode_file(&fixture("tone_f32.wav"), TONE_RATE).unwrap();
+        let src = tone(LOSSLESS_FRAMES);
+        let mono: Vec<f32> = src.chunks_exact(2).map(|f| (f[0] + f[1]) * 0.5).collect();
+        assert_eq!(audio.samples, mono);
+    }
+
+    /// A float WAV (format 3) in memory.
+    fn float_wav(samples: &[f32], rate: u32, channels: u16) -> Vec<u8> {
+        let data_len = (samples.len() * 4) as u32;
+        let mut w = Vec::new();
+        w.extend_from_slice(b"RIFF");
+        w.extend_from_slice(&(4 + 8 + 16 + 8 + data_len).to_le_bytes());
+        w.extend_from_slice(b"WAVEfmt ");
+        w.extend_from_slice(&16u32.to_le_bytes());
+        w.extend_from_slice(&3u16.to_le_bytes());
+        w.extend_from_slice(&channels.to_le_bytes());
+        w.extend_from_slice(&rate.to_le_bytes());
+        w.extend_from_slice(&(rate * 4 * u32::from(channels)).to_le_bytes());
+        w.extend_from_slice(&(4 * channels).to_le_bytes());
+        w.extend_from_slice(&32u16.to_le_bytes());
+        w.extend_from_slice(b"data");
+        w.extend_from_slice(&data_len.to_le_bytes());
+        for s in samples {
+            w.extend_from_slice(&s.to_le_bytes());
+        }
+        w
+    }
+
+    /// `frames` frames of a 440 Hz sine at `rate`, channel c scaled by (c + 1).
+    fn sine(rate: u32, channels: u16, frames: usize) -> Vec<f32> {
+        (0..frames)
+            .flat_map(|n| {
+                let v = (std::f64::consts::TAU * 440.0 * n as f64 / f64::from(rate)).sin() * 0.1;
+                (0..channels).map(move |c| (v * f64::from(c + 1)) as f32)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn from_interleaved_lengths_and_a_440_hz_sine() {
+        // 44 101 Hz has no common divisor with the target (a large FFT block);
+        // 176 401 Hz takes the sinc resampler.
+        for rate in [8_000u32, 22_050, 44_100, 44_101, 48_000, 96_000, 176_401] {
+            for channels in [1u16, 2, 6] {
+                let frames = rate as usize / 2 + 7;
+                let audio = from_interleaved(&sine(rate, channels, frames), rate, channels, TARGET)
+                    .unwrap();
+                let what = format!("{rate} Hz, {channels} channels");
+                assert_eq!(
+                    audio.samples.len() as u64,
+                    expected_len(frames as u64, rate, TARGET),
+                    "{what}"
+                );
+                assert_eq!(audio.source.channels, channels);
+                assert_eq!(audio.source.sample_rate, rate);
+                // The mean of the channels is 0.1 (c̄ + 1) sin(...), in phase
+                // with the source: compare with the ideal at the target rate,
+                // away from the edges.
+                let amp = 0.1 * (f64::from(channels) + 1.0) / 2.0;
+                let y = &audio.samples;
+                let edge = y.len() / 20;
+                let mut err = 0.0f64;
+                for (m, &v) in y.iter().enumerate().take(y.len() - edge).skip(edge) {
+                    let ideal =
+                        amp * (std::f64::consts::TAU * 440.0 * m as f64 / f64::from(TARGET)).sin();
+                    err += (f64::from(v) - ideal).powi(2);
+                }
+                let err = (err / (y.len() - 2 * edge) as f64).sqrt() / amp;
+                assert!(err < 2e-4, "{what}: relative rms error {err}");
+                // And the frequency, from zero crossings.
+                let inner = &y[edge..y.len() - edge];
+                let crossings = inner
+                    .windows(2)
+                    .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
+                    .count();
+                let hz = crossings as f64 / 2.0 / (inner.len() as f64 / f64::from(TARGET));
+                assert!((hz - 440.0).abs() < 5.0, "{what}: {hz} Hz");
+            }
+        }
+    }
+
+    #[test]
+    fn multichannel_wav_takes_the_same_path() {
+        let samples = sine(48_000, 6, 12_345);
+        let wav = float_wav(&samples, 48_000, 6);
+        let decoded = decode_bytes(&wav, Some("wav"), TARGET).unwrap();
+        let direct = from_interleaved(&samples, 48_000, 6, TARGET).unwrap();
+        assert_eq!(decoded.source, direct.source);
+        assert!(rms_diff(&decoded.samples, &direct.samples) < 1e-7);
+        assert_eq!(decoded.samples.len(), direct.samples.len());
+    }
+
+    fn kind(r: Result<Audio>) -> ErrorKind {
+        match r {
+            Ok(a) => panic!("expected an error, got {} samples", a.samples.len()),
+            Err(e) => e.kind,
+        }
+    }
+
+    #[test]
+    fn from_interleaved_rejects_bad_input() {
+        assert!(matches!(
+            kind(from_interleaved(&[0.0, f32::NAN], 44_100, 1, TARGET)),
+            ErrorKind::InvalidInput(_)
+        ));
+        assert!(matches!(
+            kind(from_interleaved(&[0.0, f32::INFINITY], 44_100, 2, TARGET)),
+            ErrorKind::InvalidInput(_)
+        ));
+        assert!(matches!(
+            kind(from_interleaved(&[0.0; 4], 44_100, 0, TARGET)),
+            ErrorKind::InvalidInput(_)
+        ));
+        assert!(matches!(
+            kind(from_interleaved(&[0.0; 4], 0, 1, TARGET)),
+            ErrorKind::InvalidInput(_)
+        ));
+        assert!(matches!(
+            kind(from_interleaved(&[0.0; 4], 44_100, 1, 0)),
+            ErrorKind::InvalidInput(_)
+        ));
+        assert!(matches!(
+            kind(from_interleaved(&[0.0; 5], 44_100, 2, TARGET)),
+            ErrorKind::InvalidInput(_)
+        ));
+        assert!(matches!(
+            kind(from_interleaved(&[], 44_100, 2, TARGET)),
+            ErrorKind::Empty(_)
+        ));
+    }
+
+    #[test]
+    fn tiny_inputs_resample() {
+        let a = from_interleaved(&[0.5], 44_100, 1, TARGET).unwrap();
+        assert_eq!(a.samples.len(), 0);
+        let a = from_interleaved(&[0.5; 3], 8_000, 1, TARGET).unwrap();
+        assert_eq!(a.samples.len(), 4);
+    }
+
+    #[test]
+    fn bad_bytes_are_errors() {
+        assert!(matches!(
+            kind(decode_bytes(&[], Some("mp3"), TARGET)),
+            ErrorKind::Empty(_)
+        ));
+        // Deterministic pseudo-random bytes.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let noise: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 56) as u8
+            })
+            .collect();
+        for hint in [Some("mp3"), Some("opus"), Some("wav"), None] {
+            let e = decode_bytes(&noise, hint, TARGET).unwrap_err();
+            assert!(
+                matches!(e.kind, ErrorKind::Unsupported(_) | ErrorKind::Corrupt(_)),
+                "{hint:?}: {e}"
+            );
+        }
+        // An Ogg page that claims to be Opus and then stops.
+        let opus = read("tone.opus");
+        assert!(decode_bytes(&opus[..40], None, TARGET).is_err());
+    }
+
+    #[test]
+    fn truncated_files_decode_what_they_hold() {
+        for name in [
+            "tone.flac",
+            "tone.mp3",
+            "tone.ogg",
+            "tone.opus",
+            "tone.m4a",
+            "tone_s16.wav",
+        ] {
+            let bytes = read(name);
+            for cut in [bytes.len() / 2, bytes.len() * 3 / 4, 100, 1000] {
+                match decode_bytes(&bytes[..cut], None, TARGET) {
+                    Ok(a) => {
+                        let full = decode_bytes(&bytes, None, TARGET).unwrap();
+                        assert!(a.samples.len() <= full.samples.len(), "{name} cut at {cut}");
+                    }
+                    Err(e) => assert!(
+                        !matches!(e.kind, ErrorKind::Io(_) | ErrorKind::InvalidInput(_)),
+                        "{name} cut at {cut}: {e}"
+                    ),
+                }
+            }
+        }
+        // Half a FLAC decodes to about half the audio.
+        let bytes = read("tone.flac");
+        let half = decode_bytes(&bytes[..bytes.len() / 2], Some("flac"), TARGET).unwrap();
+        let full = decode_bytes(&bytes, Some("flac"), TARGET).unwrap();
+        assert!(half.samples.len() > full.samples.len() / 4);
+        assert!(half.samples.len() < full.samples.len());
+    }
+
+    #[test]
+    fn damaged_files_do_not_panic() {
+        for name in [
+            "tone.flac",
+            "tone.mp3",
+            "tone.ogg",
+            "tone.opus",
+            "tone.m4a",
+            "tone_s16.wav",
+        ] {
+            let bytes = read(name);
+            for seed in 1..20u64 {
+                let mut damaged = bytes.clone();
+                let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                for _ in 0..(seed * 3) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let i = (x as usize) % damaged.len();
+                    damaged[i] ^= (x >> 40) as u8 | 1;
+                }
+                // Either outcome is fine; panicking or hanging is not.
+                let _ = decode_bytes(&damaged, None, TARGET);
+            }
+        }
+    }
+
+    #[test]
+    fn empty_and_audio_less_containers() {
+        let e = decode_file(&fixture("no_audio.mp4"), TARGET).unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::Empty(_)), "{e}");
+        assert_eq!(e.path.as_deref(), Some(fixture("no_audio.mp4").as_path()));
+        // A WAV with a header and no frames.
+        let e = decode_bytes(&float_wav(&[], 44_100, 2), Some("wav"), TARGET).unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::Empty(_)), "{e}");
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let missing = fixture("does_not_exist.flac");
+        let e = decode_file(&missing, TARGET).unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::Io(_)));
+        assert_eq!(e.stage, Stage::Open);
+        assert_eq!(e.path.as_deref(), Some(missing.as_path()));
+        assert!(e.to_string().contains("does_not_exist.flac"));
+
+        let script = fixture("make_fixtures.py");
+        let e = decode_file(&script, TARGET).unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::Unsupported(_)), "{e}");
+        assert_eq!(e.stage, Stage::Open);
+        assert_eq!(e.path.as_deref(), Some(script.as_path()));
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let bytes = read("tone.ogg");
+        let short = DecodeLimits {
+            max_duration_s: 0.5,
+            ..DecodeLimits::default()
+        };
+        assert!(matches!(
+            kind(decode_bytes_with_limits(&bytes, None, TARGET, &short)),
+            ErrorKind::Limit(_)
+        ));
+        let opus = read("tone.opus");
+        assert!(matches!(
+            kind(decode_bytes_with_limits(&opus, None, TARGET, &short)),
+            ErrorKind::Limit(_)
+        ));
+        let small = DecodeLimits {
+            max_bytes: 1000,
+            ..DecodeLimits::default()
+        };
+        assert!(matches!(
+            kind(decode_bytes_with_limits(&bytes, None, TARGET, &small)),
+            ErrorKind::Limit(_)
+        ));
+        let e = decode_file_with_limits(&fixture("tone.ogg"), TARGET, &small).unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::Limit(_)));
+        assert!(e.path.is_some());
+        // Within the limits it decodes.
+        let ok = DecodeLimits {
+            max_duration_s: 1.5,
+            max_bytes: bytes.len() as u64,
+        };
+        decode_bytes_with_limits(&bytes, None, TARGET, &ok).unwrap();
+    }
+
+    #[test]
+    fn target_rate_is_checked() {
+        let e = decode_file(&fixture("tone.flac"), 0).unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::InvalidInput(_)));
+        assert!(e.path.is_some());
+    }
+
+    /// Decodes the files listed in `REFRAIN_DECODE_FILES` (separated by `:`)
+    /// and prints what came out: a manual check on real-world files.
+    #[test]
+    #[ignore]
+    fn decode_listed_files() {
+        let Ok(list) = std::env::var("REFRAIN_DECODE_FILES") else {
+            return;
+        };
+        for path in list.split(':') {
+            match decode_file(Path::new(path), TARGET) {
+                Ok(a) => eprintln!(
+                    "{path}: {} Hz, {} ch, {:.3} s -> {} samples, rms {:.4}",
+                    a.source.sample_rate,
+                    a.source.channels,
+                    a.source.duration_s,
+                    a.samples.len(),
+                    rms(&a.samples)
+                ),
+                Err(e) => eprintln!("{e}"),
+            }
+        }
+    }
+
+    /// Decode + resample speed on a real file:
+    /// `REFRAIN_DECODE_BENCH=/tmp/x.ogg cargo test --release --lib decode::tests::throughput -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn throughput() {
+        let Ok(path) = std::env::var("REFRAIN_DECODE_BENCH") else {
+            return;
+        };
+        let path = PathBuf::from(path);
+        let _ = decode_file(&path, TARGET).unwrap();
+        let runs = 5;
+        let t = std::time::Instant::now();
+        let mut secs = 0.0;
+        for _ in 0..runs {
+            secs += decode_file(&path, TARGET).unwrap().source.duration_s;
+        }
+        let el = t.elapsed().as_secs_f64();
+        eprintln!(
+            "{}: {:.1} s of audio in {:.3} s per run: {:.0}x real time",
+            path.display(),
+            secs / runs as f64,
+            el / runs as f64,
+            secs / el
+        );
+    }
 }
