@@ -5,6 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Names the meaning of the analysis code: change it whenever a change of
+/// code (not of a parameter) changes what a fingerprint holds, so that old
+/// artifacts are refused instead of compared.
+pub const ANALYSIS_REVISION: &str = "refrain-analysis-2026-11-24a\0";
+
 /// The parameters of the analysis front end.
 ///
 /// The defaults are the only supported configuration of this build; they are
@@ -96,7 +101,7 @@ impl AnalysisParams {
     pub fn hash(&self) -> u64 {
         let json = serde_json::to_string(self).expect("parameters serialize");
         let mut h = blake3::Hasher::new();
-        h.update(b"refrain-analysis-v1\0");
+        h.update(ANALYSIS_REVISION.as_bytes());
         h.update(json.as_bytes());
         let out = h.finalize();
         u64::from_le_bytes(out.as_bytes()[..8].try_into().expect("8 bytes"))

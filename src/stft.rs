@@ -70,16 +70,23 @@ impl Stft {
         let half = n / 2;
         for i in 0..self.frame_count(signal.len()) {
             let centre = i * self.hop;
-            // frame covers signal[centre - half .. centre - half + n]
+            // frame covers signal[centre - half .. centre - half + n], zero
+            // outside the signal
             let start = centre as isize - half as isize;
-            for (k, (x, w)) in self.frame.iter_mut().zip(&self.window).enumerate() {
-                let j = start + k as isize;
-                *x = if j >= 0 && (j as usize) < signal.len() {
-                    signal[j as usize] * w
-                } else {
-                    0.0
-                };
+            let lo = (-start).clamp(0, n as isize) as usize;
+            let hi = (signal.len() as isize - start).clamp(0, n as isize) as usize;
+            self.frame[..lo].iter_mut().for_each(|x| *x = 0.0);
+            if hi > lo {
+                let src = &signal[(start + lo as isize) as usize..(start + hi as isize) as usize];
+                for ((x, s), w) in self.frame[lo..hi]
+                    .iter_mut()
+                    .zip(src)
+                    .zip(&self.window[lo..hi])
+                {
+                    *x = s * w;
+                }
             }
+            self.frame[hi.max(lo)..].iter_mut().for_each(|x| *x = 0.0);
             self.transform();
             f(i, &self.magnitude);
         }
@@ -102,7 +109,8 @@ impl Stft {
             .process_with_scratch(&mut self.frame, &mut self.spectrum, &mut self.scratch)
             .expect("FFT buffers have the planned sizes");
         for (m, c) in self.magnitude.iter_mut().zip(&self.spectrum) {
-            *m = c.norm();
+            // plain sqrt (not hypot): vectorises, and the range is safe here
+            *m = (c.re * c.re + c.im * c.im).sqrt();
         }
     }
 }
@@ -152,32 +160,68 @@ pub fn find_peaks(
         return;
     }
     let floor = top * 1e-3;
+    // local maxima first (bin index in `freq` for now), strongest kept, and
+    // only those refined: the logarithms are paid per kept peak, not per bin.
+    // Branch-free: every bin is written, the count advances only on a peak.
+    out.resize(
+        hi - lo + 1,
+        Peak {
+            freq: 0.0,
+            mag: 0.0,
+        },
+    );
+    let mut count = 0;
     for k in lo..=hi {
         let m = mag[k];
-        if m > floor && m > mag[k - 1] && m >= mag[k + 1] {
-            let (a, b, c) = (
-                (mag[k - 1] + 1e-12).ln(),
-                (m + 1e-12).ln(),
-                (mag[k + 1] + 1e-12).ln(),
-            );
-            let den = a - 2.0 * b + c;
-            let p = if den < 0.0 {
-                (0.5 * (a - c) / den).clamp(-0.5, 0.5)
-            } else {
-                0.0
-            };
-            let logm = b - 0.25 * (a - c) * p;
-            out.push(Peak {
-                freq: (k as f32 + p) * bin_hz,
-                mag: logm.exp(),
-            });
-        }
+        let is_peak = (m > floor) & (m > mag[k - 1]) & (m >= mag[k + 1]);
+        out[count] = Peak {
+            freq: k as f32,
+            mag: m,
+        };
+        count += is_peak as usize;
     }
+    out.truncate(count);
     if out.len() > max_peaks {
-        out.sort_unstable_by(|x, y| y.mag.total_cmp(&x.mag));
+        out.select_nth_unstable_by(max_peaks - 1, |x, y| y.mag.total_cmp(&x.mag));
         out.truncate(max_peaks);
         out.sort_unstable_by(|x, y| x.freq.total_cmp(&y.freq));
     }
+    for p in out.iter_mut() {
+        let k = p.freq as usize;
+        let m = mag[k];
+        // parabola through the log magnitudes: only two logarithms needed
+        let a_minus_c = fast_ln((mag[k - 1] + 1e-12) / (mag[k + 1] + 1e-12));
+        let den = fast_ln((mag[k - 1] + 1e-12) * (mag[k + 1] + 1e-12) / (m * m + 1e-24));
+        let d = if den < 0.0 {
+            (0.5 * a_minus_c / den).clamp(-0.5, 0.5)
+        } else {
+            0.0
+        };
+        p.freq = (k as f32 + d) * bin_hz;
+        // the peak's log height is b - (a - c) d / 4 (|x| < 0.5: a cubic is plenty)
+        let x = -0.25 * a_minus_c * d;
+        p.mag = m * (1.0 + x * (1.0 + x * (0.5 + x / 6.0)));
+    }
+}
+
+/// Natural logarithm of a positive, finite `x`, accurate to about 1e-4
+/// (exponent from the bits, a short series for the mantissa).
+#[inline]
+pub fn fast_ln(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let e = ((bits >> 23) & 0xff) as i32 - 127;
+    // mantissa in [1, 2), then recentred to [sqrt(1/2), sqrt(2)) for accuracy
+    let mut m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    let mut e = e as f32;
+    if m > std::f32::consts::SQRT_2 {
+        m *= 0.5;
+        e += 1.0;
+    }
+    // ln(m) = 2 atanh(u), u = (m - 1) / (m + 1), |u| < 0.172
+    let u = (m - 1.0) / (m + 1.0);
+    let u2 = u * u;
+    let ln_m = 2.0 * u * (1.0 + u2 * (1.0 / 3.0 + u2 * (0.2 + u2 / 7.0)));
+    ln_m + e * std::f32::consts::LN_2
 }
 
 #[cfg(test)]
@@ -242,6 +286,13 @@ mod tests {
     }
 
     #[test]
+    fn fast_ln_is_accurate() {
+        for &x in &[1e-20f32, 1e-6, 0.3, 0.70, 1.0, 1.42, 2.0, 3.7, 1e6, 1e20] {
+            assert!((fast_ln(x) - x.ln()).abs() < 2e-4, "{x}");
+        }
+    }
+
+    #[test]
     fn peak_interpolation_finds_sine_frequency() {
         let sr = 11025.0f32;
         let n = 2048;
@@ -257,6 +308,11 @@ mod tests {
         assert!((best.freq - f).abs() < 0.5, "peak at {}", best.freq);
         // amplitude 1 sine: magnitude ≈ window_sum / 2
         let expect = stft.window_sum() / 2.0;
-        assert!((best.mag / expect - 1.0).abs() < 0.05, "{} vs {}", best.mag, expect);
+        assert!(
+            (best.mag / expect - 1.0).abs() < 0.05,
+            "{} vs {}",
+            best.mag,
+            expect
+        );
     }
 }

@@ -1,0 +1,491 @@
+//! The fingerprint of one recording and its versioned binary file format
+//! (specified byte by byte in `fingerprints/FORMAT.md`).
+
+use std::io::Write;
+use std::path::Path;
+
+use ndarray::Array2;
+
+use crate::decode::SourceInfo;
+use crate::error::{Error, ErrorKind, Result, Stage};
+use crate::melody::Melody;
+use crate::params::AnalysisParams;
+
+/// The fingerprint file format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// The first eight bytes of every fingerprint file.
+pub const MAGIC: &[u8; 8] = b"REFRAINF";
+/// Conventional file extension of fingerprint files.
+pub const EXTENSION: &str = "rfp";
+const HEADER_LEN: usize = 52;
+
+/// Everything Refrain computes from one recording.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fingerprint {
+    /// Hash of the [`AnalysisParams`] it was computed with.
+    pub params_hash: u64,
+    /// The source's rate, channels and duration.
+    pub source: SourceInfo,
+    /// Estimated tuning deviation from A4 = 440 Hz, in cents.
+    pub tuning_cents: f32,
+    /// Log-compressed chroma, frames × 12, at [`AnalysisParams::chroma_rate`].
+    pub chroma: Array2<f32>,
+    /// CENS chroma, frames × 12, at [`AnalysisParams::cens_rate`].
+    pub cens: Array2<f32>,
+    /// Log band energies in dB, frames × bands, at the chroma rate.
+    pub bands: Array2<f32>,
+    /// Predominant melody, one value per STFT frame.
+    pub melody: Melody,
+    /// Window embeddings, windows × [`crate::embed::dim`].
+    pub embeddings: Array2<f32>,
+}
+
+/// Element types of sections.
+const F32: u8 = 1;
+const U8: u8 = 2;
+
+impl Fingerprint {
+    /// Serialises to the v1 byte layout.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(
+            HEADER_LEN
+                + 4 * (self.chroma.len()
+                    + self.cens.len()
+                    + self.bands.len()
+                    + self.embeddings.len()
+                    + self.melody.cents.len())
+                + self.melody.voiced.len()
+                + 128,
+        );
+        b.extend_from_slice(MAGIC);
+        b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes()); // flags
+        b.extend_from_slice(&self.params_hash.to_le_bytes());
+        b.extend_from_slice(&self.source.duration_s.to_le_bytes());
+        b.extend_from_slice(&self.source.sample_rate.to_le_bytes());
+        b.extend_from_slice(&self.source.channels.to_le_bytes());
+        b.extend_from_slice(&6u16.to_le_bytes()); // sections
+        b.extend_from_slice(&self.tuning_cents.to_le_bytes());
+        b.extend_from_slice(&self.melody.hop_s.to_le_bytes());
+        debug_assert_eq!(b.len(), HEADER_LEN);
+        put_f32(&mut b, b"CHRM", &self.chroma);
+        put_f32(&mut b, b"CENS", &self.cens);
+        put_f32(&mut b, b"BAND", &self.bands);
+        let n = self.melody.cents.len();
+        section_header(&mut b, b"MELC", F32, n, 1);
+        for c in &self.melody.cents {
+            b.extend_from_slice(&c.to_le_bytes());
+        }
+        section_header(&mut b, b"MELV", U8, n, 1);
+        b.extend(self.melody.voiced.iter().map(|&v| v as u8));
+        put_f32(&mut b, b"EMBD", &self.embeddings);
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Parses the v1 byte layout, refusing another version, other analysis
+    /// parameters (`expected_params_hash`), a bad checksum or an inconsistent
+    /// layout.
+    pub fn from_bytes(bytes: &[u8], expected_params_hash: u64) -> Result<Self, ErrorKind> {
+        let corrupt = |m: &str| ErrorKind::Corrupt(format!("not a valid fingerprint file: {m}"));
+        if bytes.len() < 8 || &bytes[..8] != MAGIC {
+            return Err(corrupt("it does not start with the fingerprint magic"));
+        }
+        if bytes.len() < HEADER_LEN + 4 {
+            return Err(corrupt("it is shorter than the header"));
+        }
+        let mut r = Reader { b: bytes, pos: 8 };
+        let version = r.u32()?;
+        if version != FORMAT_VERSION {
+            return Err(ErrorKind::Version {
+                found: version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        let crc = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
+        if crc32fast::hash(body) != crc {
+            return Err(corrupt("checksum mismatch (truncated or damaged)"));
+        }
+        let r = &mut Reader { b: body, pos: 12 };
+        let _flags = r.u32()?;
+        let params_hash = r.u64()?;
+        if params_hash != expected_params_hash {
+            return Err(ErrorKind::Params {
+                found: params_hash,
+                expected: expected_params_hash,
+            });
+        }
+        let duration_s = r.f64()?;
+        let sample_rate = r.u32()?;
+        let channels = r.u16()?;
+        let sections = r.u16()?;
+        let tuning_cents = r.f32()?;
+        let hop_s = r.f64()?;
+        if sections != 6 {
+            return Err(corrupt("expected 6 sections"));
+        }
+        if !(duration_s.is_finite() && duration_s >= 0.0 && tuning_cents.is_finite() && hop_s > 0.0)
+        {
+            return Err(corrupt("header values out of range"));
+        }
+        let chroma = r.f32_section(b"CHRM", Some(12))?;
+        let cens = r.f32_section(b"CENS", Some(12))?;
+        let bands = r.f32_section(b"BAND", None)?;
+        let cents = r.f32_section(b"MELC", Some(1))?.into_raw_vec_and_offset().0;
+        let (n, _) = r.section_header(b"MELV", U8, Some(1))?;
+        let voiced: Vec<bool> = r.take(n)?.iter().map(|&v| v != 0).collect();
+        let embeddings = r.f32_section(b"EMBD", Some(crate::embed::dim()))?;
+        if voiced.len() != cents.len() {
+            return Err(corrupt("melody pitch and voicing lengths differ"));
+        }
+        if r.pos != body.len() {
+            return Err(corrupt("trailing bytes after the last section"));
+        }
+        Ok(Fingerprint {
+            params_hash,
+            source: SourceInfo {
+                sample_rate,
+                channels,
+                duration_s,
+            },
+            tuning_cents,
+            chroma,
+            cens,
+            bands,
+            melody: Melody {
+                hop_s,
+                cents,
+                voiced,
+            },
+            embeddings,
+        })
+    }
+
+    /// Writes the fingerprint to `path` atomically (a temporary file in the
+    /// same directory, then a rename): an interrupted write never leaves a
+    /// half-written file under `path`.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        write_atomic(path, &self.to_bytes())
+            .map_err(|e| Error::at(path, Stage::WriteFingerprint, e.into()))
+    }
+
+    /// Reads a fingerprint file made with `params`.
+    pub fn read(path: &Path, params: &AnalysisParams) -> Result<Self> {
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::at(path, Stage::ReadFingerprint, e.into()))?;
+        Self::from_bytes(&bytes, params.hash())
+            .map_err(|k| Error::at(path, Stage::ReadFingerprint, k))
+    }
+
+    /// Whether `bytes` start like a fingerprint file.
+    pub fn looks_like(bytes: &[u8]) -> bool {
+        bytes.len() >= 8 && &bytes[..8] == MAGIC
+    }
+}
+
+/// Writes `bytes` to a temporary sibling of `path`, syncs it, and renames it
+/// over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the output path has no file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = match dir {
+        Some(d) => d.join(&tmp_name),
+        None => Path::new(&tmp_name).to_path_buf(),
+    };
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn section_header(b: &mut Vec<u8>, tag: &[u8; 4], dtype: u8, rows: usize, cols: usize) {
+    b.extend_from_slice(tag);
+    b.extend_from_slice(&[dtype, 0, 0, 0]);
+    b.extend_from_slice(&(rows as u32).to_le_bytes());
+    b.extend_from_slice(&(cols as u32).to_le_bytes());
+}
+
+fn put_f32(b: &mut Vec<u8>, tag: &[u8; 4], a: &Array2<f32>) {
+    section_header(b, tag, F32, a.nrows(), a.ncols());
+    for v in a.iter() {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ErrorKind> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| ErrorKind::Corrupt("fingerprint file is truncated".into()))?;
+        let s = &self.b[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u16(&mut self) -> Result<u16, ErrorKind> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
+    }
+    fn u32(&mut self) -> Result<u32, ErrorKind> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn u64(&mut self) -> Result<u64, ErrorKind> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn f32(&mut self) -> Result<f32, ErrorKind> {
+        Ok(f32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn f64(&mut self) -> Result<f64, ErrorKind> {
+        Ok(f64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+
+    fn section_header(
+        &mut self,
+        tag: &[u8; 4],
+        dtype: u8,
+        cols: Option<usize>,
+    ) -> Result<(usize, usize), ErrorKind> {
+        let t = self.take(4)?;
+        if t != tag {
+            return Err(ErrorKind::Corrupt(format!(
+                "expected section {}, found {:?}",
+                String::from_utf8_lossy(tag),
+                String::from_utf8_lossy(t)
+            )));
+        }
+        let d = self.take(4)?;
+        if d[0] != dtype {
+            return Err(ErrorKind::Corrupt(format!(
+                "section {} has element type {}, expected {dtype}",
+                String::from_utf8_lossy(tag),
+                d[0]
+            )));
+        }
+        let rows = self.u32()? as usize;
+        let c = self.u32()? as usize;
+        if let Some(want) = cols {
+            if c != want {
+                return Err(ErrorKind::Corrupt(format!(
+                    "section {} has {c} columns, expected {want}",
+                    String::from_utf8_lossy(tag)
+                )));
+            }
+        }
+        // the data must fit in what is left: no allocation from a bogus size
+        let size = if dtype == F32 { 4 } else { 1 };
+        let need = rows.checked_mul(c).and_then(|n| n.checked_mul(size));
+        match need {
+            Some(n) if n <= self.b.len() - self.pos => Ok((rows * c, c)),
+            _ => Err(ErrorKind::Corrupt(format!(
+                "section {} claims more data than the file holds",
+                String::from_utf8_lossy(tag)
+            ))),
+        }
+    }
+
+    fn f32_section(
+        &mut self,
+        tag: &[u8; 4],
+        cols: Option<usize>,
+    ) -> Result<Array2<f32>, ErrorKind> {
+        let (n, c) = self.section_header(tag, F32, cols)?;
+        let raw = self.take(n * 4)?;
+        let mut v = Vec::with_capacity(n);
+        for ch in raw.chunks_exact(4) {
+            let x = f32::from_le_bytes(ch.try_into().expect("4"));
+            if !x.is_finite() {
+                return Err(ErrorKind::Corrupt(format!(
+                    "section {} holds a non-finite number",
+                    String::from_utf8_lossy(tag)
+                )));
+            }
+            v.push(x);
+        }
+        let rows = n.checked_div(c).unwrap_or(0);
+        Array2::from_shape_vec((rows, c), v).map_err(|_| ErrorKind::Corrupt("section shape".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::{audio_at_analysis_rate, Analyzer};
+    use crate::synth;
+
+    /// The synthesized signals behind `fingerprints/v1/` (see its README).
+    fn sample_signals() -> Vec<(&'static str, Vec<f32>)> {
+        let sr = 11025.0;
+        let tone = |freqs: &[f32], secs: f32| -> Vec<f32> {
+            (0..(secs * sr) as usize)
+                .map(|t| {
+                    freqs
+                        .iter()
+                        .map(|f| (std::f32::consts::TAU * f * t as f32 / sr).sin())
+                        .sum::<f32>()
+                        * 0.3
+                })
+                .collect()
+        };
+        vec![
+            ("a4_sine_2s", tone(&[440.0], 2.0)),
+            ("c_major_triad_3s", tone(&[261.63, 329.63, 392.0], 3.0)),
+            (
+                "synth_seed1_8bars",
+                synth::render(&synth::compose(1, 8), &synth::Render::default()),
+            ),
+        ]
+    }
+
+    fn analyze(x: Vec<f32>) -> Fingerprint {
+        let p = AnalysisParams::default();
+        Analyzer::new(&p)
+            .analyze(&audio_at_analysis_rate(x, &p))
+            .unwrap()
+    }
+
+    fn assert_close(a: &Fingerprint, b: &Fingerprint, what: &str) {
+        let close = |x: &Array2<f32>, y: &Array2<f32>, tol: f32, name: &str| {
+            assert_eq!(x.dim(), y.dim(), "{what}: {name} shape");
+            let worst = x
+                .iter()
+                .zip(y.iter())
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst <= tol, "{what}: {name} differs by {worst}");
+        };
+        assert_eq!(a.params_hash, b.params_hash);
+        assert_eq!(a.source.sample_rate, b.source.sample_rate);
+        assert!(
+            (a.tuning_cents - b.tuning_cents).abs() < 0.1,
+            "{what}: tuning"
+        );
+        close(&a.chroma, &b.chroma, 1e-3, "chroma");
+        close(&a.cens, &b.cens, 1e-3, "cens");
+        close(&a.bands, &b.bands, 1e-2, "bands");
+        close(&a.embeddings, &b.embeddings, 1e-3, "embeddings");
+        let n = a.melody.cents.len();
+        assert_eq!(n, b.melody.cents.len(), "{what}: melody length");
+        let agree = (0..n)
+            .filter(|&i| {
+                a.melody.voiced[i] == b.melody.voiced[i]
+                    && (!a.melody.voiced[i] || (a.melody.cents[i] - b.melody.cents[i]).abs() < 5.0)
+            })
+            .count();
+        assert!(
+            agree * 100 >= n * 99,
+            "{what}: melody agrees on {agree}/{n}"
+        );
+    }
+
+    #[test]
+    fn round_trip_is_exact() {
+        let fp = analyze(synth::render(
+            &synth::compose(3, 4),
+            &synth::Render::default(),
+        ));
+        let back = Fingerprint::from_bytes(&fp.to_bytes(), fp.params_hash).unwrap();
+        assert_eq!(back, fp);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.rfp");
+        fp.write(&path).unwrap();
+        assert_eq!(
+            Fingerprint::read(&path, &AnalysisParams::default()).unwrap(),
+            fp
+        );
+    }
+
+    #[test]
+    fn other_version_params_and_damage_are_refused() {
+        let fp = analyze(synth::render(
+            &synth::compose(4, 2),
+            &synth::Render::default(),
+        ));
+        let bytes = fp.to_bytes();
+        // another version
+        let mut v2 = bytes.clone();
+        v2[8] = 2;
+        let e = Fingerprint::from_bytes(&v2, fp.params_hash).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ErrorKind::Version {
+                    found: 2,
+                    expected: 1
+                }
+            ),
+            "{e}"
+        );
+        // other parameters
+        let e = Fingerprint::from_bytes(&bytes, fp.params_hash ^ 1).unwrap_err();
+        assert!(matches!(e, ErrorKind::Params { .. }), "{e}");
+        assert!(e.to_string().contains("re-create"));
+        // every truncation and a flipped byte anywhere are caught
+        for cut in (0..bytes.len()).step_by(97) {
+            assert!(Fingerprint::from_bytes(&bytes[..cut], fp.params_hash).is_err());
+        }
+        for pos in (0..bytes.len()).step_by(131) {
+            let mut bad = bytes.clone();
+            bad[pos] ^= 0x40;
+            assert!(
+                Fingerprint::from_bytes(&bad, fp.params_hash).is_err(),
+                "flip at {pos}"
+            );
+        }
+        // not a fingerprint at all
+        assert!(Fingerprint::from_bytes(b"RIFF....WAVEfmt ", fp.params_hash).is_err());
+        // a file-level error names the file and the stage
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.rfp");
+        std::fs::write(&path, &v2).unwrap();
+        let msg = Fingerprint::read(&path, &AnalysisParams::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("old.rfp") && msg.contains("read fingerprint"),
+            "{msg}"
+        );
+    }
+
+    /// Reads back the committed sample fingerprints and compares them with a
+    /// fresh analysis of the same signals. If this fails after a deliberate
+    /// change of the format or of the analysis, bump `FORMAT_VERSION` (layout)
+    /// or accept the new parameter hash, add `fingerprints/vN/`, and
+    /// regenerate with `REFRAIN_WRITE_SAMPLES=1 cargo test --release --lib
+    /// sample_fingerprints`.
+    #[test]
+    fn sample_fingerprints_read_back() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fingerprints")
+            .join(format!("v{FORMAT_VERSION}"));
+        let write = std::env::var_os("REFRAIN_WRITE_SAMPLES").is_some();
+        for (name, signal) in sample_signals() {
+            let fresh = analyze(signal);
+            let path = dir.join(format!("{name}.{EXTENSION}"));
+            if write {
+                fresh.write(&path).unwrap();
+            }
+            let stored = Fingerprint::read(&path, &AnalysisParams::default()).unwrap_or_else(|e| {
+                panic!("{e}\n(the committed sample no longer reads: see this test's doc comment)")
+            });
+            assert_close(&stored, &fresh, name);
+        }
+    }
+}
