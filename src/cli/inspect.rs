@@ -1,0 +1,77 @@
+//! `refrain inspect FILE`
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use refrain::analysis::Analyzer;
+use refrain::fingerprint::Fingerprint;
+use refrain::{decode, AnalysisParams};
+
+pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
+    let params = AnalysisParams::default();
+    let head = read_head(file)?;
+    let fp = if Fingerprint::looks_like(&head) {
+        Fingerprint::read(file, &params)?
+    } else {
+        let audio = decode::decode_file(file, params.sample_rate)?;
+        Analyzer::new(&params)
+            .analyze(&audio)
+            .map_err(|e| e.with_path(file))?
+    };
+    let m = &fp.melody;
+    println!("file            {}", file.display());
+    println!(
+        "duration        {:.2} s ({} Hz, {} channel(s))",
+        fp.source.duration_s, fp.source.sample_rate, fp.source.channels
+    );
+    println!(
+        "tuning          {:+.1} cents from A4 = 440 Hz",
+        fp.tuning_cents
+    );
+    match m.range_cents() {
+        Some((lo, hi)) => println!(
+            "melody range    {} to {} ({:.0}–{:.0} Hz, 5th–95th percentile)",
+            note_name(lo),
+            note_name(hi),
+            cents_to_hz(lo),
+            cents_to_hz(hi)
+        ),
+        None => println!("melody range    (no voiced frames)"),
+    }
+    println!("voiced share    {:.1} %", 100.0 * m.voiced_share());
+    println!(
+        "frames          {} chroma at {:.1}/s, {} CENS at {:.1}/s, {} melody at {:.0}/s",
+        fp.chroma.nrows(),
+        params.chroma_rate(),
+        fp.cens.nrows(),
+        params.cens_rate(),
+        m.cents.len(),
+        1.0 / params.frame_seconds()
+    );
+    println!(
+        "windows         {} embeddings of {} dimensions",
+        fp.embeddings.nrows(),
+        fp.embeddings.ncols()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_head(file: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f =
+        std::fs::File::open(file).map_err(|e| anyhow::anyhow!("{}: open: {e}", file.display()))?;
+    let mut head = vec![0u8; 8];
+    let n = f.read(&mut head)?;
+    head.truncate(n);
+    Ok(head)
+}
+
+fn cents_to_hz(c: f32) -> f32 {
+    440.0 * 2f32.powf((c - 6900.0) / 1200.0)
+}
+
+fn note_name(c: f32) -> String {
+    let midi = (c / 100.0).round() as i32;
+    let name = refrain::chroma::PITCH_CLASSES[midi.rem_euclid(12) as usize];
+    format!("{name}{}", midi / 12 - 1)
+}

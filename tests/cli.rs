@@ -1,0 +1,146 @@
+//! End-to-end tests of the real `refrain` binary on synthesized files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use refrain::synth;
+
+fn refrain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_refrain"))
+        .args(args)
+        .output()
+        .expect("the refrain binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Writes mono 16-bit PCM WAV.
+fn write_wav(path: &Path, samples: &[f32], rate: u32) {
+    let data_len = (samples.len() * 2) as u32;
+    let mut b = Vec::with_capacity(44 + samples.len() * 2);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data_len).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    b.extend_from_slice(&1u16.to_le_bytes()); // mono
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 2).to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        b.extend_from_slice(&((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+fn piece(seed: u64, bars: usize, rate: u32) -> Vec<f32> {
+    synth::render(
+        &synth::compose(seed, bars),
+        &synth::Render {
+            sample_rate: rate,
+            ..synth::Render::default()
+        },
+    )
+}
+
+#[test]
+fn fingerprint_writes_good_files_reports_bad_ones_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(input.join("sub")).unwrap();
+    write_wav(&input.join("a.wav"), &piece(1, 4, 22_050), 22_050);
+    write_wav(&input.join("sub/b.wav"), &piece(2, 4, 44_100), 44_100);
+    std::fs::write(input.join("broken.mp3"), b"this is not audio at all").unwrap();
+    std::fs::write(input.join("readme.txt"), b"ignored").unwrap();
+    let out = dir.path().join("fp");
+    let o = refrain(&[
+        "fingerprint",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("broken.mp3"), "{err}");
+    assert!(
+        err.contains("fingerprinted 2 file(s)") && err.contains("1 failed"),
+        "{err}"
+    );
+    let a: PathBuf = out.join("a.wav.rfp");
+    assert!(a.is_file() && out.join("sub/b.wav.rfp").is_file());
+
+    // inspect reads the fingerprint file ...
+    let o = refrain(&["inspect", a.to_str().unwrap()]);
+    let shown = text(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for field in [
+        "duration",
+        "tuning",
+        "melody range",
+        "voiced share",
+        "windows",
+    ] {
+        assert!(shown.contains(field), "{shown}");
+    }
+    // ... and analyses audio directly, with the same facts
+    let o2 = refrain(&["inspect", input.join("a.wav").to_str().unwrap()]);
+    assert!(o2.status.success());
+    let windows = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("windows"))
+            .map(String::from)
+    };
+    assert_eq!(windows(&shown), windows(&text(&o2.stdout)));
+}
+
+#[test]
+fn all_good_inputs_exit_zero_and_missing_paths_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("only.wav");
+    write_wav(&wav, &piece(3, 2, 11_025), 11_025);
+    let out = dir.path().join("o");
+    let o = refrain(&[
+        "fingerprint",
+        wav.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(out.join("only.wav.rfp").is_file());
+
+    let missing = dir.path().join("nope.flac");
+    let o = refrain(&[
+        "fingerprint",
+        missing.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("nope.flac"));
+
+    let o = refrain(&["inspect", missing.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("nope.flac"));
+}
+
+#[test]
+fn inspect_refuses_a_fingerprint_of_another_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("fingerprints/v1/a4_sine_2s.rfp");
+    let mut bytes = std::fs::read(sample).unwrap();
+    bytes[8] = 9; // version 9
+    let p = dir.path().join("future.rfp");
+    std::fs::write(&p, bytes).unwrap();
+    let o = refrain(&["inspect", p.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("future.rfp") && err.contains("version 9"),
+        "{err}"
+    );
+}
