@@ -6,21 +6,32 @@
 //!
 //! [`decode`] → [`stft`] → [`chroma`] / [`melody`] / [`embed`] → [`fingerprint`]
 //!
-//! [`analysis::analyze`] runs the whole front end on a decoded signal. The
+//! [`analysis::Analyzer`] runs the whole front end on a decoded signal. The
 //! library never prints and never exits; every failure is an [`Error`] that
 //! names the file and the stage.
 
 #![warn(missing_docs)]
 
-
-
+pub mod align;
+pub mod analysis;
+pub mod audit;
+pub mod bands;
+pub mod chroma;
 pub mod decode;
+pub mod embed;
+pub mod fingerprint;
+pub mod index;
+pub mod inputs;
 
 pub mod error;
 
 pub mod melody;
 pub mod params;
+pub mod report;
+pub mod search;
+pub mod sequences;
 pub mod stft;
+pub mod synth;
 
 pub use error::{Error, ErrorKind, Result, Stage};
 pub use params::AnalysisParams;

@@ -1,0 +1,143 @@
+//! `refrain audit --index INDEX_DIR PATH... [--format csv|json] [--out FILE] [--top K]`
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use rayon::prelude::*;
+use refrain::audit::{AuditConfig, Auditor};
+use refrain::index::{Index, Thresholds};
+use refrain::inputs;
+use refrain::report::{self, Outcome};
+
+/// Report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Csv,
+    Json,
+}
+
+/// Checked flags of the command.
+pub struct Config {
+    pub index: PathBuf,
+    pub paths: Vec<PathBuf>,
+    pub format: Format,
+    pub out: Option<PathBuf>,
+    pub top: usize,
+    pub audio_threshold: Option<f32>,
+    pub melody_threshold: Option<f32>,
+    pub summary: bool,
+    pub threads: Option<usize>,
+}
+
+pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let t0 = Instant::now();
+    let index = Index::open(&cfg.index)?;
+    let mut thresholds: Thresholds = index.manifest.thresholds.clone();
+    if let Some(a) = cfg.audio_threshold {
+        thresholds.audio = a;
+        thresholds.method = "command line".into();
+    }
+    if let Some(m) = cfg.melody_threshold {
+        thresholds.melody = m;
+        thresholds.method = "command line".into();
+    }
+    let auditor = Auditor::with_config(
+        &index,
+        AuditConfig {
+            top_k: cfg.top.max(1),
+            thresholds: Some(thresholds.clone()),
+            ..AuditConfig::default()
+        },
+    );
+    let (inputs, walk_errors) = inputs::collect(&cfg.paths);
+    let pool = super::pool(cfg.threads)?;
+    let bar = super::progress::bar(inputs.len() as u64, "auditing");
+    let mut outcomes: Vec<Outcome> = pool.install(|| {
+        inputs
+            .par_iter()
+            .map(|input| {
+                let r = auditor.check_file(&input.path);
+                bar.inc(1);
+                let name = input.path.display().to_string();
+                match r {
+                    Ok(rep) => Outcome {
+                        input: name,
+                        report: Some(rep),
+                        error: None,
+                    },
+                    Err(e) => Outcome {
+                        input: name,
+                        report: None,
+                        error: Some(e.to_string()),
+                    },
+                }
+            })
+            .collect()
+    });
+    bar.finish_and_clear();
+    for e in walk_errors {
+        outcomes.push(Outcome {
+            input: e
+                .path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            report: None,
+            error: Some(e.to_string()),
+        });
+    }
+    let mut sink: Box<dyn Write> = match &cfg.out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    match cfg.format {
+        Format::Csv => report::write_csv(&mut sink, &outcomes)?,
+        Format::Json => {
+            report::write_json(
+                &mut sink,
+                &cfg.index.display().to_string(),
+                &thresholds,
+                &outcomes,
+            )?;
+            writeln!(sink)?;
+        }
+    }
+    sink.flush()?;
+    drop(sink);
+    let errors = outcomes.iter().filter(|o| o.report.is_none()).count();
+    let flagged = outcomes.iter().filter(|o| o.verdict() == "flag").count();
+    for o in outcomes.iter().filter(|o| o.report.is_none()) {
+        eprintln!(
+            "refrain: could not audit {}",
+            o.error.as_deref().unwrap_or("")
+        );
+    }
+    if cfg.summary {
+        eprint!("{}", super::summary::render(&outcomes, &thresholds));
+    }
+    eprintln!(
+        "audited {} input(s) against {} item(s) ({:.1} h) in {:.1} s: {flagged} flagged, {} passed, {errors} error(s); thresholds audio {:.3}, melody {:.3} ({}{})",
+        outcomes.len(),
+        index.len(),
+        index.hours(),
+        t0.elapsed().as_secs_f64(),
+        outcomes.len() - flagged - errors,
+        thresholds.audio,
+        thresholds.melody,
+        thresholds.method,
+        thresholds
+            .target_fpr
+            .map(|f| format!(", calibrated for {:.1} % false positives", f * 100.0))
+            .unwrap_or_default()
+    );
+    Ok(if errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

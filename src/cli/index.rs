@@ -1,0 +1,146 @@
+//! `refrain index PATH... --out INDEX_DIR [--add]`
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use rayon::prelude::*;
+use refrain::analysis::Analyzer;
+use refrain::fingerprint::Fingerprint;
+use refrain::index::{cache_dir, content_hash, Index, IndexBuilder};
+use refrain::inputs::{self, Input};
+use refrain::{decode, AnalysisParams};
+
+/// Checked flags of the command.
+pub struct Config {
+    pub paths: Vec<PathBuf>,
+    pub out: PathBuf,
+    pub add: bool,
+    pub threads: Option<usize>,
+}
+
+/// What became of one input.
+enum Done {
+    New(String, Box<Fingerprint>, bool),
+    Known,
+}
+
+pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let params = AnalysisParams::default();
+    let start = Instant::now();
+    let mut builder = if cfg.add {
+        let old = Index::open(&cfg.out).with_context(|| {
+            format!(
+                "--add needs an existing index in {} (build one without --add first)",
+                cfg.out.display()
+            )
+        })?;
+        IndexBuilder::from_index(&old)
+    } else {
+        IndexBuilder::new(&params)
+    };
+    let before = builder.len();
+    let cache = cache_dir(&cfg.out);
+    std::fs::create_dir_all(&cache)
+        .with_context(|| format!("cannot create {}", cache.display()))?;
+    let (inputs, mut errors) = inputs::collect(&cfg.paths);
+    let pool = super::pool(cfg.threads)?;
+    let bar = super::progress::bar(inputs.len() as u64, "indexing");
+    let results: Vec<(Input, refrain::Result<Done>)> = pool.install(|| {
+        inputs
+            .par_iter()
+            .map_init(
+                || Analyzer::new(&params),
+                |an, input| {
+                    let r = one(an, input, &cache, &builder);
+                    bar.inc(1);
+                    (input.clone(), r)
+                },
+            )
+            .collect()
+    });
+    bar.finish_and_clear();
+    let (mut added, mut reused, mut known, mut audio_s) = (0usize, 0usize, 0usize, 0.0f64);
+    for (input, r) in results {
+        match r {
+            Ok(Done::New(hash, fp, from_cache)) => {
+                let fp = *fp;
+                if builder.contains(&hash) {
+                    known += 1; // the same file twice in this run
+                    continue;
+                }
+                audio_s += fp.source.duration_s;
+                reused += from_cache as usize;
+                builder.add(&input.path.display().to_string(), &hash, &fp)?;
+                added += 1;
+            }
+            Ok(Done::Known) => known += 1,
+            Err(e) => errors.push(e),
+        }
+    }
+    anyhow::ensure!(
+        !builder.is_empty(),
+        "no item could be indexed ({} error(s)); nothing was written",
+        errors.len()
+    );
+    let t_build = Instant::now();
+    let mut index = builder.build();
+    index
+        .save(&cfg.out)
+        .with_context(|| format!("writing the index to {}", cfg.out.display()))?;
+    let build_s = t_build.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&cache);
+    for e in &errors {
+        eprintln!("refrain: skipped {e}");
+    }
+    let bytes = Index::disk_bytes(&cfg.out);
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "indexed {added} new item(s) ({:.1} min of audio{}), {known} already present, {} before; \
+         {} item(s), {:.2} h, {} windows in {}; {:.1} MB ({:.2} MB per hour); \
+         {secs:.1} s ({build_s:.1} s building the search graph); {} failed",
+        audio_s / 60.0,
+        if reused > 0 {
+            format!(", {reused} from an interrupted run")
+        } else {
+            String::new()
+        },
+        before,
+        index.len(),
+        index.hours(),
+        index.window_item.len(),
+        cfg.out.display(),
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e6 / index.hours().max(1e-9),
+        errors.len()
+    );
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn one(
+    analyzer: &mut Analyzer,
+    input: &Input,
+    cache: &Path,
+    builder: &IndexBuilder,
+) -> refrain::Result<Done> {
+    let hash = content_hash(&input.path)?;
+    if builder.contains(&hash) {
+        return Ok(Done::Known);
+    }
+    let cached = cache.join(format!("{hash}.rfp"));
+    if let Ok(fp) = Fingerprint::read(&cached, analyzer.params()) {
+        return Ok(Done::New(hash, Box::new(fp), true));
+    }
+    let audio = decode::decode_file(&input.path, analyzer.params().sample_rate)?;
+    let fp = analyzer
+        .analyze(&audio)
+        .map_err(|e| e.with_path(&input.path))?;
+    // a cache write failure only costs a re-run its head start
+    let _ = fp.write(&cached);
+    Ok(Done::New(hash, Box::new(fp), false))
+}

@@ -1,0 +1,562 @@
+//! The training-set index: a directory holding a manifest, the per-item
+//! sequences re-ranking needs, the window embeddings and their search graph.
+//!
+//! ```text
+//! INDEX_DIR/
+//!   CURRENT              name of the live generation ("gen-000004")
+//!   gen-000004/
+//!     manifest.json      version, parameters, items, thresholds, file checksums
+//!     items.bin          per-item sequences (see `fingerprints/FORMAT.md`)
+//!     vectors.bin        window embeddings, 8-bit (for rebuilding on --add)
+//!     search.hnsw.*      the HNSW graph (see `search.rs`)
+//!   cache/               fingerprints of finished items while a build runs
+//! ```
+//!
+//! Writes are atomic: a new generation is written and synced in full, then
+//! `CURRENT` is replaced by a rename. An interrupted build leaves the old
+//! generation live (and an orphan directory that the next build removes).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result, Stage};
+use crate::fingerprint::{write_atomic, Fingerprint};
+use crate::params::AnalysisParams;
+use crate::search::{CandidateSearch, ExactSearch, HnswSearch};
+use crate::sequences::Sequences;
+
+/// The index format version this build reads and writes.
+pub const INDEX_VERSION: u32 = 1;
+/// Every `WINDOW_STRIDE`-th embedding window of an item is indexed (every
+/// 2 s); queries use all of theirs.
+pub const WINDOW_STRIDE: usize = 2;
+/// Below this many windows an exact search is used instead of HNSW.
+const EXACT_BELOW: usize = 2_000;
+const ITEMS_MAGIC: &[u8; 8] = b"REFRAINS";
+const VECTORS_MAGIC: &[u8; 8] = b"REFRAINV";
+const SEARCH_BASENAME: &str = "search";
+
+/// Decision thresholds on the two scores, and how they were set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// Flag when `audio_score` ≥ this.
+    pub audio: f32,
+    /// Flag when `melody_score` ≥ this.
+    pub melody: f32,
+    /// How they were set: `default` or `calibrated`.
+    pub method: String,
+    /// The false-positive rate they were calibrated for, if calibrated.
+    pub target_fpr: Option<f64>,
+    /// Number of negatives used for calibration.
+    pub negatives: usize,
+    /// 95 % upper confidence bound of the achieved false-positive rate.
+    pub fpr_upper_95: Option<f64>,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            audio: 0.5,
+            melody: 0.5,
+            method: "default".into(),
+            target_fpr: None,
+            negatives: 0,
+            fpr_upper_95: None,
+        }
+    }
+}
+
+/// One training item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// The path as given at index time.
+    pub path: String,
+    /// Duration in seconds.
+    pub duration_s: f64,
+    /// BLAKE3 of the file's bytes (hex), to skip finished work and duplicates.
+    pub content_hash: String,
+    /// Indexed windows of this item.
+    pub windows: u32,
+}
+
+/// Checksum of one file of a generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileSum {
+    /// Size in bytes.
+    pub bytes: u64,
+    /// CRC-32 (IEEE).
+    pub crc32: u32,
+}
+
+/// The index manifest (`manifest.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always `refrain-index`.
+    pub format: String,
+    /// [`INDEX_VERSION`].
+    pub format_version: u32,
+    /// Hash of the analysis parameters, hex.
+    pub params_hash: String,
+    /// The analysis parameters.
+    pub params: AnalysisParams,
+    /// See [`WINDOW_STRIDE`].
+    pub window_stride: usize,
+    /// Embedding dimension.
+    pub embedding_dim: usize,
+    /// Seconds between indexed windows of an item.
+    pub window_hop_s: f64,
+    /// The items, in id order.
+    pub items: Vec<Item>,
+    /// Default decision thresholds.
+    pub thresholds: Thresholds,
+    /// Checksums of the generation's other files.
+    pub files: std::collections::BTreeMap<String, FileSum>,
+    /// The program that wrote it.
+    pub created_by: String,
+}
+
+/// An opened (or freshly built) index.
+pub struct Index {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Per-item sequences, by item id.
+    pub sequences: Vec<Sequences>,
+    /// Item id of every indexed window.
+    pub window_item: Vec<u32>,
+    /// Start (seconds, in its item) of every indexed window.
+    pub window_start_s: Vec<f32>,
+    /// 8-bit window embeddings (×127), kept for `--add` rebuilds.
+    vectors_q: Vec<i8>,
+    engine: Engine,
+}
+
+/// The candidate-search engine behind an index.
+enum Engine {
+    Exact(ExactSearch),
+    Hnsw(HnswSearch),
+    External(Box<dyn CandidateSearch>),
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("items", &self.manifest.items.len())
+            .field("windows", &self.window_item.len())
+            .finish()
+    }
+}
+
+/// Collects items, then builds an [`Index`].
+pub struct IndexBuilder {
+    params: AnalysisParams,
+    items: Vec<Item>,
+    sequences: Vec<Sequences>,
+    vectors: Vec<f32>,
+    thresholds: Thresholds,
+    hashes: HashSet<String>,
+}
+
+fn index_err(dir: &Path, stage: Stage, kind: ErrorKind) -> Error {
+    Error::at(dir, stage, kind)
+}
+
+impl IndexBuilder {
+    /// An empty builder.
+    pub fn new(params: &AnalysisParams) -> Self {
+        IndexBuilder {
+            params: params.clone(),
+            items: Vec::new(),
+            sequences: Vec::new(),
+            vectors: Vec::new(),
+            thresholds: Thresholds::default(),
+            hashes: HashSet::new(),
+        }
+    }
+
+    /// A builder holding everything `index` holds (for `--add`).
+    pub fn from_index(index: &Index) -> Self {
+        IndexBuilder {
+            params: index.manifest.params.clone(),
+            items: index.manifest.items.clone(),
+            sequences: index.sequences.clone(),
+            vectors: index.vectors_q.iter().map(|&q| q as f32 / 127.0).collect(),
+            thresholds: index.manifest.thresholds.clone(),
+            hashes: index
+                .manifest
+                .items
+                .iter()
+                .map(|i| i.content_hash.clone())
+                .collect(),
+        }
+    }
+
+    /// Whether an item with this content hash is already in.
+    pub fn contains(&self, content_hash: &str) -> bool {
+        self.hashes.contains(content_hash)
+    }
+
+    /// Number of items so far.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether no items were added.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Adds one item from its fingerprint.
+    pub fn add(&mut self, path: &str, content_hash: &str, fp: &Fingerprint) -> Result<()> {
+        if fp.params_hash != self.params.hash() {
+            return Err(Error::new(
+                Stage::WriteIndex,
+                ErrorKind::Params {
+                    found: fp.params_hash,
+                    expected: self.params.hash(),
+                },
+            ));
+        }
+        let dim = crate::embed::dim();
+        let mut windows = 0u32;
+        for row in fp.embeddings.rows().into_iter().step_by(WINDOW_STRIDE) {
+            self.vectors.extend(row.iter());
+            windows += 1;
+        }
+        debug_assert_eq!(self.vectors.len() % dim, 0);
+        self.items.push(Item {
+            path: path.to_string(),
+            duration_s: fp.source.duration_s,
+            content_hash: content_hash.to_string(),
+            windows,
+        });
+        self.sequences
+            .push(Sequences::from_fingerprint(fp, &self.params));
+        self.hashes.insert(content_hash.to_string());
+        Ok(())
+    }
+
+    /// Builds the search structure and returns the index.
+    pub fn build(self) -> Index {
+        let dim = crate::embed::dim();
+        let window_hop_s =
+            self.params.embed_hop as f64 / self.params.chroma_rate() * WINDOW_STRIDE as f64;
+        let mut window_item = Vec::new();
+        let mut window_start_s = Vec::new();
+        for (id, item) in self.items.iter().enumerate() {
+            for w in 0..item.windows {
+                window_item.push(id as u32);
+                window_start_s.push((w as f64 * window_hop_s) as f32);
+            }
+        }
+        let vectors_q: Vec<i8> = self
+            .vectors
+            .iter()
+            .map(|v| (v * 127.0).round().clamp(-127.0, 127.0) as i8)
+            .collect();
+        let n = window_item.len();
+        // search what is stored: the 8-bit vectors, so that a reopened or
+        // extended index gives exactly the answers of the one just built
+        let vectors = renormalize(vectors_q.iter().map(|&q| q as f32 / 127.0).collect(), dim);
+        let engine = if n < EXACT_BELOW {
+            Engine::Exact(ExactSearch::new(vectors, dim))
+        } else {
+            Engine::Hnsw(HnswSearch::build(&vectors, dim))
+        };
+        Index {
+            manifest: Manifest {
+                format: "refrain-index".into(),
+                format_version: INDEX_VERSION,
+                params_hash: format!("{:016x}", self.params.hash()),
+                params: self.params,
+                window_stride: WINDOW_STRIDE,
+                embedding_dim: dim,
+                window_hop_s,
+                items: self.items,
+                thresholds: self.thresholds,
+                files: Default::default(),
+                created_by: format!("refrain {}", env!("CARGO_PKG_VERSION")),
+            },
+            sequences: self.sequences,
+            window_item,
+            window_start_s,
+            vectors_q,
+            engine,
+        }
+    }
+}
+
+impl Index {
+    /// The candidate search over the indexed windows.
+    pub fn search(&self) -> &dyn CandidateSearch {
+        match &self.engine {
+            Engine::Exact(e) => e,
+            Engine::Hnsw(h) => h,
+            Engine::External(x) => x.as_ref(),
+        }
+    }
+
+    /// Serves candidates from another engine (for example an external
+    /// vector database holding the same windows, ids in the same order).
+    pub fn with_search(mut self, search: Box<dyn CandidateSearch>) -> Self {
+        self.engine = Engine::External(search);
+        self
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.manifest.items.len()
+    }
+
+    /// Whether the index holds no items.
+    pub fn is_empty(&self) -> bool {
+        self.manifest.items.is_empty()
+    }
+
+    /// Total audio indexed, in hours.
+    pub fn hours(&self) -> f64 {
+        self.manifest
+            .items
+            .iter()
+            .map(|i| i.duration_s)
+            .sum::<f64>()
+            / 3600.0
+    }
+
+    /// Saves as a new generation of `dir` and switches `CURRENT` to it
+    /// atomically; older generations are removed afterwards.
+    pub fn save(&mut self, dir: &Path) -> Result<()> {
+        let w = |e: std::io::Error| index_err(dir, Stage::WriteIndex, e.into());
+        std::fs::create_dir_all(dir).map_err(w)?;
+        let live = current_generation(dir);
+        let next = next_generation_name(dir);
+        let gen = dir.join(&next);
+        if gen.exists() {
+            std::fs::remove_dir_all(&gen).map_err(w)?;
+        }
+        std::fs::create_dir_all(&gen).map_err(w)?;
+        let mut files = std::collections::BTreeMap::new();
+        // items.bin
+        let mut b = Vec::new();
+        b.extend_from_slice(ITEMS_MAGIC);
+        b.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+        b.extend_from_slice(&self.manifest.params.hash().to_le_bytes());
+        b.extend_from_slice(&(self.sequences.len() as u32).to_le_bytes());
+        for s in &self.sequences {
+            s.encode(&mut b);
+        }
+        files.insert(
+            "items.bin".to_string(),
+            write_sum(&gen.join("items.bin"), &b).map_err(w)?,
+        );
+        // vectors.bin
+        let mut v = Vec::with_capacity(self.vectors_q.len() + 32);
+        v.extend_from_slice(VECTORS_MAGIC);
+        v.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+        v.extend_from_slice(&(self.manifest.embedding_dim as u32).to_le_bytes());
+        v.extend_from_slice(&(self.window_item.len() as u32).to_le_bytes());
+        v.extend(self.vectors_q.iter().map(|&x| x as u8));
+        files.insert(
+            "vectors.bin".to_string(),
+            write_sum(&gen.join("vectors.bin"), &v).map_err(w)?,
+        );
+        if let Engine::Hnsw(h) = &self.engine {
+            h.save(&gen, SEARCH_BASENAME)?;
+        }
+        self.manifest.files = files;
+        let json =
+            serde_json::to_vec_pretty(&self.manifest).map_err(|e| w(std::io::Error::other(e)))?;
+        write_atomic(&gen.join("manifest.json"), &json).map_err(w)?;
+        sync_dir(&gen);
+        // the switch: one rename
+        write_atomic(&dir.join("CURRENT"), format!("{next}\n").as_bytes()).map_err(w)?;
+        sync_dir(dir);
+        // clean up: older generations and orphans of interrupted builds
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("gen-") && name != next {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let _ = live;
+        Ok(())
+    }
+
+    /// Opens the live generation of the index in `dir`, refusing another
+    /// format version, other analysis parameters, or damaged files.
+    pub fn open(dir: &Path) -> Result<Index> {
+        let params = AnalysisParams::default();
+        let r = |k: ErrorKind| index_err(dir, Stage::ReadIndex, k);
+        let gen_name = current_generation(dir).ok_or_else(|| {
+            r(ErrorKind::Corrupt(
+                "no index here (no CURRENT file): build one with `refrain index`".into(),
+            ))
+        })?;
+        let gen = dir.join(gen_name.trim());
+        let mbytes = std::fs::read(gen.join("manifest.json")).map_err(|e| r(e.into()))?;
+        let manifest: Manifest = serde_json::from_slice(&mbytes)
+            .map_err(|e| r(ErrorKind::Corrupt(format!("manifest.json: {e}"))))?;
+        if manifest.format != "refrain-index" {
+            return Err(r(ErrorKind::Corrupt("not a refrain index".into())));
+        }
+        if manifest.format_version != INDEX_VERSION {
+            return Err(r(ErrorKind::Version {
+                found: manifest.format_version,
+                expected: INDEX_VERSION,
+            }));
+        }
+        let found = u64::from_str_radix(&manifest.params_hash, 16).unwrap_or(0);
+        if found != params.hash() || manifest.params != params {
+            return Err(r(ErrorKind::Params {
+                found,
+                expected: params.hash(),
+            }));
+        }
+        if manifest.embedding_dim != crate::embed::dim() || manifest.window_stride != WINDOW_STRIDE
+        {
+            return Err(r(ErrorKind::Corrupt(
+                "embedding layout differs from this build".into(),
+            )));
+        }
+        let read_checked = |name: &str| -> Result<Vec<u8>> {
+            let sum = manifest
+                .files
+                .get(name)
+                .ok_or_else(|| r(ErrorKind::Corrupt(format!("manifest lists no {name}"))))?;
+            let b = std::fs::read(gen.join(name)).map_err(|e| r(e.into()))?;
+            if b.len() as u64 != sum.bytes || crc32fast::hash(&b) != sum.crc32 {
+                return Err(r(ErrorKind::Corrupt(format!(
+                    "{name} does not match its checksum (damaged or truncated); rebuild the index"
+                ))));
+            }
+            Ok(b)
+        };
+        let items = read_checked("items.bin")?;
+        let mut pos = 8 + 4 + 8 + 4;
+        if items.len() < pos || &items[..8] != ITEMS_MAGIC {
+            return Err(r(ErrorKind::Corrupt("items.bin header".into())));
+        }
+        let count = u32::from_le_bytes(items[20..24].try_into().expect("4")) as usize;
+        if count != manifest.items.len() {
+            return Err(r(ErrorKind::Corrupt("items.bin item count".into())));
+        }
+        let mut sequences = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (s, used) = Sequences::decode(&items[pos..])
+                .ok_or_else(|| r(ErrorKind::Corrupt("items.bin record".into())))?;
+            sequences.push(s);
+            pos += used;
+        }
+        let vb = read_checked("vectors.bin")?;
+        let dim = manifest.embedding_dim;
+        let n: usize = manifest.items.iter().map(|i| i.windows as usize).sum();
+        if vb.len() != 20 + n * dim || &vb[..8] != VECTORS_MAGIC {
+            return Err(r(ErrorKind::Corrupt("vectors.bin size".into())));
+        }
+        let vectors_q: Vec<i8> = vb[20..].iter().map(|&x| x as i8).collect();
+        let mut window_item = Vec::with_capacity(n);
+        let mut window_start_s = Vec::with_capacity(n);
+        for (id, item) in manifest.items.iter().enumerate() {
+            for w in 0..item.windows {
+                window_item.push(id as u32);
+                window_start_s.push((w as f64 * manifest.window_hop_s) as f32);
+            }
+        }
+        let engine = if n < EXACT_BELOW {
+            let v: Vec<f32> = vectors_q.iter().map(|&q| q as f32 / 127.0).collect();
+            Engine::Exact(ExactSearch::new(renormalize(v, dim), dim))
+        } else {
+            Engine::Hnsw(HnswSearch::load(&gen, SEARCH_BASENAME, dim, n)?)
+        };
+        Ok(Index {
+            manifest,
+            sequences,
+            window_item,
+            window_start_s,
+            vectors_q,
+            engine,
+        })
+    }
+
+    /// Replaces the thresholds (kept by the next [`Index::save`]).
+    pub fn set_thresholds(&mut self, t: Thresholds) {
+        self.manifest.thresholds = t;
+    }
+
+    /// Size on disk of the live generation, in bytes.
+    pub fn disk_bytes(dir: &Path) -> u64 {
+        let Some(g) = current_generation(dir) else {
+            return 0;
+        };
+        std::fs::read_dir(dir.join(g.trim()))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// Scales every row of a flat buffer back to unit length.
+fn renormalize(mut v: Vec<f32>, dim: usize) -> Vec<f32> {
+    for row in v.chunks_exact_mut(dim) {
+        crate::embed::normalize(row);
+    }
+    v
+}
+
+/// Name of the live generation, if any.
+pub fn current_generation(dir: &Path) -> Option<String> {
+    let s = std::fs::read_to_string(dir.join("CURRENT")).ok()?;
+    let name = s.trim().to_string();
+    (name.starts_with("gen-") && !name.contains('/')).then_some(name)
+}
+
+fn next_generation_name(dir: &Path) -> String {
+    let mut max = 0u64;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(n) = name
+                .strip_prefix("gen-")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                max = max.max(n);
+            }
+        }
+    }
+    format!("gen-{:06}", max + 1)
+}
+
+fn write_sum(path: &Path, bytes: &[u8]) -> std::io::Result<FileSum> {
+    write_atomic(path, bytes)?;
+    Ok(FileSum {
+        bytes: bytes.len() as u64,
+        crc32: crc32fast::hash(bytes),
+    })
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}
+
+/// Where `refrain index` keeps fingerprints of finished items while a build
+/// runs (removed when the build is saved).
+pub fn cache_dir(dir: &Path) -> PathBuf {
+    dir.join("cache")
+}
+
+/// BLAKE3 of a file's bytes, hex.
+pub fn content_hash(path: &Path) -> Result<String> {
+    let mut h = blake3::Hasher::new();
+    let mut f = std::fs::File::open(path).map_err(|e| Error::at(path, Stage::Open, e.into()))?;
+    std::io::copy(&mut f, &mut h).map_err(|e| Error::at(path, Stage::Open, e.into()))?;
+    Ok(h.finalize().to_hex().to_string())
+}

@@ -1,0 +1,184 @@
+//! The compact per-track sequences that re-ranking aligns: CENS chroma,
+//! band energies and the melody, quantised. Training items keep them in the
+//! index; a query computes the same from its fingerprint, so both sides go
+//! through the same quantisation.
+
+use crate::fingerprint::Fingerprint;
+use crate::params::AnalysisParams;
+
+/// Marks an unvoiced melody frame.
+pub const UNVOICED: i16 = i16::MIN;
+
+/// Melody frames per second in [`Sequences::melody`].
+pub const MELODY_RATE: f64 = 10.0;
+
+/// Quantised sequences of one track.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Sequences {
+    /// CENS chroma, frames × 12, each value × 255, at the CENS rate.
+    pub cens: Vec<u8>,
+    /// Band energies, frames × `bands`, at the CENS rate, in half-dB steps
+    /// above −120 dB (`(dB + 120) × 2`).
+    pub bands: Vec<u8>,
+    /// Number of bands per frame in `bands`.
+    pub n_bands: usize,
+    /// Predominant pitch in MIDI cents at [`MELODY_RATE`], or [`UNVOICED`].
+    pub melody: Vec<i16>,
+    /// Estimated tuning in cents.
+    pub tuning_cents: f32,
+}
+
+impl Sequences {
+    /// Derives the sequences from a fingerprint made with `params`.
+    pub fn from_fingerprint(fp: &Fingerprint, params: &AnalysisParams) -> Self {
+        let cens: Vec<u8> = fp
+            .cens
+            .iter()
+            .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+            .collect();
+        // bands: average chroma-rate frames down to the CENS rate
+        let down = params.cens_down.max(1);
+        let nb = fp.bands.ncols();
+        let frames = fp.cens.nrows();
+        let mut bands = vec![0u8; frames * nb];
+        for f in 0..frames {
+            let lo = f * down;
+            let hi = (lo + down).min(fp.bands.nrows());
+            if lo >= hi {
+                continue;
+            }
+            for b in 0..nb {
+                let mean: f32 = (lo..hi).map(|t| fp.bands[[t, b]]).sum::<f32>() / (hi - lo) as f32;
+                bands[f * nb + b] = ((mean + 120.0) * 2.0).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+        // melody: median of the voiced frames of each 100 ms block, voiced
+        // if at least half the block is
+        let hop = fp.melody.hop_s.max(1e-6);
+        let per = ((1.0 / MELODY_RATE) / hop).round().max(1.0) as usize;
+        let n = fp.melody.cents.len();
+        let mut melody = Vec::with_capacity(n / per + 1);
+        let mut block: Vec<f32> = Vec::with_capacity(per);
+        for start in (0..n).step_by(per) {
+            block.clear();
+            let end = (start + per).min(n);
+            for i in start..end {
+                if fp.melody.voiced[i] {
+                    block.push(fp.melody.cents[i]);
+                }
+            }
+            if block.len() * 2 >= end - start && !block.is_empty() {
+                block.sort_by(f32::total_cmp);
+                let m = block[block.len() / 2];
+                melody.push(m.round().clamp(-32000.0, 32000.0) as i16);
+            } else {
+                melody.push(UNVOICED);
+            }
+        }
+        Sequences {
+            cens,
+            bands,
+            n_bands: nb,
+            melody,
+            tuning_cents: fp.tuning_cents,
+        }
+    }
+
+    /// Number of CENS (and band) frames.
+    pub fn frames(&self) -> usize {
+        self.cens.len() / 12
+    }
+
+    /// Serialised size in bytes.
+    pub fn encoded_len(&self) -> usize {
+        4 + 4 + 4 + 4 + self.cens.len() + self.bands.len() + 2 * self.melody.len()
+    }
+
+    /// Appends the little-endian encoding (see `fingerprints/FORMAT.md`,
+    /// index section).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.frames() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.n_bands as u32).to_le_bytes());
+        out.extend_from_slice(&(self.melody.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.tuning_cents.to_le_bytes());
+        out.extend_from_slice(&self.cens);
+        out.extend_from_slice(&self.bands);
+        for m in &self.melody {
+            out.extend_from_slice(&m.to_le_bytes());
+        }
+    }
+
+    /// Decodes one record from the front of `b`, returning it and the bytes
+    /// consumed, or `None` if `b` is too short or inconsistent.
+    pub fn decode(b: &[u8]) -> Option<(Self, usize)> {
+        let u32_at = |o: usize| -> Option<usize> {
+            Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?) as usize)
+        };
+        let frames = u32_at(0)?;
+        let n_bands = u32_at(4)?;
+        let mel = u32_at(8)?;
+        let tuning = f32::from_le_bytes(b.get(12..16)?.try_into().ok()?);
+        if n_bands > 256 || !tuning.is_finite() {
+            return None;
+        }
+        let c_len = frames.checked_mul(12)?;
+        let b_len = frames.checked_mul(n_bands)?;
+        let m_len = mel.checked_mul(2)?;
+        let total = 16usize
+            .checked_add(c_len)?
+            .checked_add(b_len)?
+            .checked_add(m_len)?;
+        if total > b.len() {
+            return None;
+        }
+        let mut o = 16;
+        let cens = b[o..o + c_len].to_vec();
+        o += c_len;
+        let bands = b[o..o + b_len].to_vec();
+        o += b_len;
+        let melody = b[o..o + m_len]
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        Some((
+            Sequences {
+                cens,
+                bands,
+                n_bands,
+                melody,
+                tuning_cents: tuning,
+            },
+            total,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::{audio_at_analysis_rate, Analyzer};
+    use crate::synth;
+
+    #[test]
+    fn sequences_round_trip_and_follow_the_rates() {
+        let p = AnalysisParams::default();
+        let x = synth::render(&synth::compose(5, 8), &synth::Render::default());
+        let secs = x.len() as f64 / p.sample_rate as f64;
+        let fp = Analyzer::new(&p)
+            .analyze(&audio_at_analysis_rate(x, &p))
+            .unwrap();
+        let s = Sequences::from_fingerprint(&fp, &p);
+        assert!((s.frames() as f64 - secs * p.cens_rate()).abs() < 2.0);
+        assert!((s.melody.len() as f64 - secs * MELODY_RATE).abs() < 2.0);
+        assert!(s.melody.iter().any(|&m| m != UNVOICED));
+        let mut buf = Vec::new();
+        s.encode(&mut buf);
+        assert_eq!(buf.len(), s.encoded_len());
+        let (back, used) = Sequences::decode(&buf).unwrap();
+        assert_eq!(used, buf.len());
+        assert_eq!(back, s);
+        for cut in 0..buf.len() {
+            assert!(Sequences::decode(&buf[..cut]).is_none());
+        }
+    }
+}
