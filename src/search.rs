@@ -18,12 +18,14 @@
 //!
 //! The graph is built by the `hnsw_rs` crate (parallel insertion), then
 //! copied into flat arrays (the vectors in one buffer, the neighbour lists as
-//! `u32` ids) and searched by the HNSW search of this module. `hnsw_rs`'s own
-//! structure (reference-counted points behind locks) costs three dependent
-//! cache misses per visited node: at 180,000 vectors its search was about 8×
-//! slower, its memory several times larger, and its reader (`HnswIo`) takes
-//! seconds and trusts its input (it panics, and in places exits the process,
-//! on damaged files).
+//! `u32` ids) and searched by the HNSW search of this module, which touches
+//! the vectors of a whole neighbour list before computing its distances so
+//! that their cache misses overlap. `hnsw_rs`'s own structure
+//! (reference-counted points behind locks, three dependent cache misses per
+//! visited node) searched 6–7× slower at 180,000 vectors, and its file
+//! format took 2.5× the space and 30× the time to load (4.6 s), through a
+//! reader (`HnswIo`) that borrows the loaded graph and panics, or in places
+//! exits the process, on damaged files.
 //!
 //! After the copy, a repair pass searches for every stored vector; the few
 //! that the search does not find (points that parallel insertion and
@@ -296,7 +298,12 @@ impl Layer {
 }
 
 /// HNSW over the vectors: approximate search, well under a millisecond per
-/// query at 180,000 vectors.
+/// query at 180,000 vectors (about 70 µs for k = 20 at the default breadth,
+/// recall@20 ≈ 0.999 on clustered test data).
+///
+/// Every stored vector finds itself at the default breadth
+/// [`HNSW_EF_SEARCH`] (the build checks it); a smaller [`set_ef`](Self::set_ef)
+/// trades that guarantee for speed.
 ///
 /// Build it with [`build`](Self::build), or reload a saved one with
 /// [`load`](Self::load); see the [module docs](self) for how it works and
@@ -404,7 +411,10 @@ impl HnswSearch {
             lists[id].resize(l + 1, Vec::new());
         }
         let top = level.iter().copied().max().unwrap_or(0);
-        let base: Vec<Vec<u32>> = lists.iter().map(|ls| ls[0].clone()).collect();
+        let base: Vec<Vec<u32>> = lists
+            .iter()
+            .map(|ls| ls.first().cloned().unwrap_or_default())
+            .collect();
         self.base = Layer::from_lists(Vec::new(), &base);
         self.upper = (1..=top)
             .map(|l| {
@@ -412,7 +422,7 @@ impl HnswSearch {
                 let ls: Vec<Vec<u32>> = ids
                     .iter()
                     .map(|&i| {
-                        let list = &lists[i as usize][l];
+                        let list = lists[i as usize].get(l).map_or(&[][..], Vec::as_slice);
                         list.iter()
                             .copied()
                             .filter(|&d| level[d as usize] >= l)
@@ -426,13 +436,14 @@ impl HnswSearch {
     }
 
     /// Ids of stored vectors that a search at the default breadth does not
-    /// return first (an identical duplicate at distance 0 counts as found).
+    /// return first (an identical duplicate counts as found).
     fn unfound(&self) -> Vec<u32> {
         (0..self.len() as u32)
             .into_par_iter()
             .filter(|&id| {
-                let hits = self.search_hits(self.vector(id), 1, HNSW_EF_SEARCH);
-                !matches!(hits.first(), Some(h) if h.id == id || h.d <= 0.0)
+                let v = self.vector(id);
+                let hits = self.search_hits(v, 1, HNSW_EF_SEARCH);
+                !matches!(hits.first(), Some(h) if h.id == id || h.d <= cosine_distance(v, v))
             })
             .collect()
     }
@@ -440,6 +451,7 @@ impl HnswSearch {
     /// Links every point the search does not find from its nearest
     /// neighbours; what is still not found after a few rounds goes to the
     /// exact list.
+    ///
     /// Returns the number of points not found after each round (the first
     /// before any repair).
     fn repair(&mut self) -> Vec<usize> {
@@ -1209,33 +1221,6 @@ mod tests {
         assert!(loaded.is_empty());
         assert!(loaded.search(&[0.0; DIM], 3).is_empty());
         assert!(HnswSearch::load(dir.path(), "e", DIM, 1).is_err());
-    }
-
-    #[test]
-    #[ignore]
-    fn exp_efc() {
-        let n = 180_000;
-        let v = clustered(n, DIM, 2_000, 0.5, 123);
-        let exact = ExactSearch::new(v.clone(), DIM);
-        let queries = noisy_queries(&v, DIM, 3_000, 0.1, 9);
-        for efc in [64, 100] {
-            let t = Instant::now();
-            let mut hnsw = HnswSearch::build_unrepaired(&v, DIM, HNSW_M, efc);
-            let g = t.elapsed().as_secs_f64();
-            let misses = hnsw.repair();
-            println!("efc {efc}: build {g:.1} s + repair {:.1} s (2 threads), misses {misses:?}", t.elapsed().as_secs_f64() - g);
-            for ef in [20, 32, 48] {
-                hnsw.set_ef(ef);
-                let t = Instant::now();
-                for q in &queries {
-                    std::hint::black_box(hnsw.search(q, 20));
-                }
-                let per = t.elapsed().as_secs_f64() / queries.len() as f64;
-                let r10 = recall_at(&hnsw, &exact, &queries[..600], 10);
-                let r20 = recall_at(&hnsw, &exact, &queries[..600], 20);
-                println!("  ef {ef}: {:.1} µs/query k=20, recall@10 {r10:.4} @20 {r20:.4}", per * 1e6);
-            }
-        }
     }
 
     /// Build / search / save / load figures at the size of a 50-hour index,

@@ -183,8 +183,10 @@ pub fn compose(seed: u64, bars: usize) -> Piece {
     let tonic = 48 + rng.below(12) as i32; // C3..B3
     let scale = if rng.below(2) == 0 { MAJOR } else { MINOR };
     let bpm = 80.0 + rng.below(60) as f32;
-    let prog_a = PROGRESSIONS[rng.below(PROGRESSIONS.len())];
-    let prog_b = PROGRESSIONS[rng.below(PROGRESSIONS.len())];
+    // a progression per 4-bar phrase, so long pieces do not repeat exactly
+    let progs: Vec<[usize; 4]> = (0..bars.div_ceil(4))
+        .map(|_| PROGRESSIONS[rng.below(PROGRESSIONS.len())])
+        .collect();
     let degree = |d: i32| -> i32 {
         let o = d.div_euclid(7);
         tonic + 12 * o + scale[d.rem_euclid(7) as usize]
@@ -215,7 +217,7 @@ pub fn compose(seed: u64, bars: usize) -> Piece {
         motifs.push((durs, steps));
     }
     for bar in 0..bars {
-        let prog = if (bar / 8) % 2 == 0 { prog_a } else { prog_b };
+        let prog = progs[bar / 4];
         let root = prog[bar % 4] as i32;
         let t0 = bar as f32 * 4.0;
         for (i, d) in [0, 2, 4].iter().enumerate() {

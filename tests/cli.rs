@@ -144,3 +144,123 @@ fn inspect_refuses_a_fingerprint_of_another_version() {
         "{err}"
     );
 }
+
+#[test]
+fn index_then_audit_end_to_end_with_the_exact_csv_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train");
+    std::fs::create_dir_all(&train).unwrap();
+    let rate = 22_050;
+    for seed in 1..=4u64 {
+        write_wav(
+            &train.join(format!("song{seed}.wav")),
+            &piece(seed, 16, rate),
+            rate,
+        );
+    }
+    let index = dir.path().join("index");
+    let o = refrain(&[
+        "index",
+        train.to_str().unwrap(),
+        "--out",
+        index.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("indexed 4 new item(s)"));
+
+    // queries: an excerpt of song 2, an original, and a broken file
+    let q = dir.path().join("q");
+    std::fs::create_dir_all(&q).unwrap();
+    let song2 = piece(2, 16, rate);
+    write_wav(
+        &q.join("copy.wav"),
+        &song2[rate as usize * 5..rate as usize * 20],
+        rate,
+    );
+    write_wav(&q.join("original.wav"), &piece(77, 8, rate), rate);
+    std::fs::write(q.join("broken.flac"), b"fLaC but not really").unwrap();
+    let csv_path = dir.path().join("report.csv");
+    let o = refrain(&[
+        "audit",
+        "--index",
+        index.to_str().unwrap(),
+        q.to_str().unwrap(),
+        "--out",
+        csv_path.to_str().unwrap(),
+        "--summary",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a broken input makes the run fail at the end"
+    );
+    assert!(text(&o.stderr).contains("memorization rate"));
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "input,verdict,match,audio_score,melody_score,query_start_s,query_end_s,match_start_s,match_end_s,transpose_semitones,tempo_ratio,error"
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    let row = |name: &str| *rows.iter().find(|r| r.contains(name)).unwrap();
+    assert!(
+        row("copy.wav").contains(",flag,") && row("copy.wav").contains("song2.wav"),
+        "{csv}"
+    );
+    assert!(row("original.wav").contains(",pass,"), "{csv}");
+    assert!(row("broken.flac").contains(",error,"), "{csv}");
+
+    // JSON carries the candidates and the thresholds
+    let o = refrain(&[
+        "audit",
+        "--index",
+        index.to_str().unwrap(),
+        q.join("copy.wav").to_str().unwrap(),
+        "--format",
+        "json",
+        "--top",
+        "3",
+    ]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["format"], "refrain-audit");
+    assert!(v["thresholds"]["audio"].is_number());
+    let cands = v["results"][0]["candidates"].as_array().unwrap();
+    assert!(!cands.is_empty() && cands.len() <= 3);
+
+    // --add skips what is already there and appends the rest
+    let more = dir.path().join("more");
+    std::fs::create_dir_all(&more).unwrap();
+    write_wav(&more.join("song5.wav"), &piece(5, 8, rate), rate);
+    std::fs::copy(train.join("song1.wav"), more.join("again.wav")).unwrap();
+    let o = refrain(&[
+        "index",
+        more.to_str().unwrap(),
+        "--out",
+        index.to_str().unwrap(),
+        "--add",
+    ]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("indexed 1 new item(s)") && err.contains("1 already present"),
+        "{err}"
+    );
+}
+
+#[test]
+fn demo_runs_and_flags_its_copies() {
+    let o = refrain(&["demo"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.starts_with("input,verdict,match,"), "{out}");
+    for line in out.lines().skip(1) {
+        if line.contains("a_copy_of") || line.contains("b_copy_of") || line.contains("c_copy_of") {
+            assert!(line.contains(",flag,"), "{line}");
+        }
+        if line.contains("_original_") {
+            assert!(line.contains(",pass,"), "{line}");
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! config and calls the library; only this module prints.
 
 mod audit;
+mod demo;
 mod fingerprint;
 mod index;
 mod inspect;
@@ -23,6 +24,12 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole job on synthesized music: index songs, audit clips, report.
+    Demo {
+        /// Keep the demo's files in this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Compute chroma, melody and embedding fingerprints of audio files.
     Fingerprint {
         /// Audio files, or directories to search recursively.
@@ -90,6 +97,7 @@ enum Command {
 /// Runs the parsed command; the exit code says whether every input succeeded.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
+        Command::Demo { dir } => demo::run(&demo::Config { dir }),
         Command::Fingerprint {
             paths,
             out,
