@@ -371,7 +371,18 @@ impl<'a> Auditor<'a> {
                 t
             }
         };
-        let (ma, melody) = melody_alignment(q, c, lo, hi, transpose, scratch);
+        // the melody is aligned around the harmony match (± 5 s) when there
+        // is one: the same evidence for a fraction of the cells
+        let (mlo, mhi) = if ha.cells > 0 {
+            let pad = (5.0 * rate) as usize;
+            (
+                (lo + ha.c_start).saturating_sub(pad),
+                (lo + ha.c_end + pad).min(hi),
+            )
+        } else {
+            (lo, hi)
+        };
+        let (ma, melody) = melody_alignment(q, c, mlo, mhi, transpose, scratch);
         let audio_corr = band_agreement(q, c, &ha, lo, transpose);
 
         // the melody alignment is reported as evidence (raw.melody) but does
@@ -390,7 +401,7 @@ impl<'a> Auditor<'a> {
             )
         } else if ma.cells > 0 {
             let r = MELODY_RATE as f32;
-            let mlo = lo as f32 / rate;
+            let mlo = mlo as f32 / rate;
             (
                 ma.q_start as f32 / r,
                 ma.q_end as f32 / r,
@@ -475,7 +486,7 @@ const HARMONY_MID: f32 = 3.4;
 const AUDIO_MID: f32 = 0.6;
 
 /// Up to this many cells, the query is aligned with the whole candidate.
-const WHOLE_ITEM_CELLS: usize = 60_000;
+const WHOLE_ITEM_CELLS: usize = 35_000;
 
 /// Frames below which a path is scored as if it had this length (5 s).
 const FLOOR_S: f32 = 5.0;
@@ -557,7 +568,7 @@ fn melody_alignment(
     if nq == 0 || nc == 0 {
         return (Alignment::default(), 0.0);
     }
-    let shift = transpose * 100.0;
+    let shift = (transpose * 100.0).round() as i32;
     let a = local_align(
         nq,
         nc,
@@ -570,11 +581,11 @@ fn melody_alignment(
                     -0.3
                 };
             }
-            let d = (a as f32 - shift - b as f32).rem_euclid(1200.0);
-            let d = d.min(1200.0 - d);
-            if d <= 50.0 {
+            let d = (a as i32 - shift - b as i32).rem_euclid(1200);
+            let d = d.min(1200 - d);
+            if d <= 50 {
                 1.0
-            } else if d <= 100.0 {
+            } else if d <= 100 {
                 0.0
             } else {
                 -1.0

@@ -8,7 +8,7 @@
 //!     manifest.json      version, parameters, items, thresholds, file checksums
 //!     items.bin          per-item sequences (see `fingerprints/FORMAT.md`)
 //!     vectors.bin        window embeddings, 8-bit (for rebuilding on --add)
-//!     search.hnsw.*      the HNSW graph (see `search.rs`)
+//!     search.hnsw        the HNSW graph and its vectors (see `search.rs`)
 //!   cache/               fingerprints of finished items while a build runs
 //! ```
 //!
