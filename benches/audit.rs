@@ -94,26 +94,35 @@ fn audit(c: &mut Criterion) {
         })
         .collect();
     let originals: Vec<Vec<f32>> = (0..10u64).map(|i| clip(1_000_000 + i, 40)).collect();
-    // result check
+    // result check: copies are found, and score above every original
     let mut right = 0;
+    let mut copy_scores = Vec::new();
     for (seed, x) in &copies {
         let r = auditor.check_samples(x, rate, 1).unwrap();
-        if r.verdict == Verdict::Flag && r.best().map(|c| c.item) == Some(*seed as usize) {
+        let best = r.best().expect("a candidate");
+        copy_scores.push(best.best_score());
+        if r.verdict == Verdict::Flag && best.item == *seed as usize {
             right += 1;
         }
     }
-    let passed = originals
-        .iter()
-        .filter(|x| auditor.check_samples(x, rate, 1).unwrap().verdict == Verdict::Pass)
-        .count();
+    let mut passed = 0;
+    let mut original_max = 0.0f32;
+    for x in &originals {
+        let r = auditor.check_samples(x, rate, 1).unwrap();
+        passed += (r.verdict == Verdict::Pass) as usize;
+        original_max = original_max.max(r.best().map_or(0.0, |c| c.best_score()));
+    }
+    let copy_min = copy_scores.iter().copied().fold(f32::MAX, f32::min);
     println!(
-        "result check: {right}/10 copies flagged with the right item, {passed}/10 originals passed"
+        "result check: {right}/10 copies flagged with the right item (lowest score {copy_min:.3}), \
+         {passed}/10 originals passed (highest score {original_max:.3})"
     );
-    // the synthesizer draws chords from six progressions, so against 1,000 of
-    // its songs an unindexed one often shares long harmonic stretches: a
-    // harsher null than real music, hence the looser bound on originals
+    // The synthesizer draws chords from six progressions, so against 1,000 of
+    // its songs an unindexed one often shares long harmonic stretches: a far
+    // harsher null than real music, for which the default threshold was set.
+    // So originals are held to ranking below every copy, not to passing.
     assert!(
-        right >= 9 && passed >= 7,
+        right >= 9 && original_max < copy_min,
         "the audit is not giving right answers"
     );
 

@@ -481,7 +481,7 @@ const CELL_MAX: f32 = 4.0;
 /// 0.5, the default threshold: the 1 % false-positive point of the
 /// development set's 143 negatives (measured 2026-11-24; `refrain calibrate`
 /// is to replace this with a stored, per-index calibration).
-const HARMONY_MID: f32 = 3.4;
+const HARMONY_MID: f32 = 3.12;
 /// Band correlation at which the audio agreement maps to 0.5.
 const AUDIO_MID: f32 = 0.6;
 
