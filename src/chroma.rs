@@ -261,16 +261,7 @@ mod tests {
     }
 
     fn tones(freqs: &[f32], seconds: f32) -> Vec<f32> {
-        let sr = 11025.0;
-        (0..(seconds * sr) as usize)
-            .map(|t| {
-                freqs
-                    .iter()
-                    .map(|f| (std::f32::consts::TAU * f * t as f32 / sr).sin())
-                    .sum::<f32>()
-                    * 0.3
-            })
-            .collect()
+        crate::synth::tones(freqs, seconds, 11_025)
     }
 
     fn mean_profile(c: &Array2<f32>) -> [f32; 12] {

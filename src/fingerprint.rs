@@ -332,18 +332,7 @@ mod tests {
 
     /// The synthesized signals behind `fingerprints/v1/` (see its README).
     fn sample_signals() -> Vec<(&'static str, Vec<f32>)> {
-        let sr = 11025.0;
-        let tone = |freqs: &[f32], secs: f32| -> Vec<f32> {
-            (0..(secs * sr) as usize)
-                .map(|t| {
-                    freqs
-                        .iter()
-                        .map(|f| (std::f32::consts::TAU * f * t as f32 / sr).sin())
-                        .sum::<f32>()
-                        * 0.3
-                })
-                .collect()
-        };
+        let tone = |freqs: &[f32], secs: f32| synth::tones(freqs, secs, 11_025);
         vec![
             ("a4_sine_2s", tone(&[440.0], 2.0)),
             ("c_major_triad_3s", tone(&[261.63, 329.63, 392.0], 3.0)),

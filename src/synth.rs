@@ -362,6 +362,42 @@ fn wavetable(timbre: Timbre, freq: f32, sr: f32) -> Vec<f32> {
     t
 }
 
+/// A sum of sines at `freqs` (Hz), each of amplitude 0.3, lasting `seconds`.
+pub fn tones(freqs: &[f32], seconds: f32, sample_rate: u32) -> Vec<f32> {
+    let sr = sample_rate as f32;
+    (0..(seconds * sr) as usize)
+        .map(|t| {
+            freqs
+                .iter()
+                .map(|f| (std::f32::consts::TAU * f * t as f32 / sr).sin())
+                .sum::<f32>()
+                * 0.3
+        })
+        .collect()
+}
+
+/// Mono samples as the bytes of a 16-bit PCM WAV file.
+pub fn wav_bytes(samples: &[f32], sample_rate: u32) -> Vec<u8> {
+    let data_len = (samples.len() * 2) as u32;
+    let mut b = Vec::with_capacity(44 + samples.len() * 2);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data_len).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    b.extend_from_slice(&1u16.to_le_bytes()); // mono
+    b.extend_from_slice(&sample_rate.to_le_bytes());
+    b.extend_from_slice(&(sample_rate * 2).to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        b.extend_from_slice(&((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes());
+    }
+    b
+}
+
 /// Adds white noise at `snr_db` relative to the signal's power.
 pub fn add_noise(x: &mut [f32], snr_db: f32, seed: u64) {
     let p = x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32;
