@@ -329,7 +329,6 @@ impl Index {
     pub fn save(&mut self, dir: &Path) -> Result<()> {
         let w = |e: std::io::Error| index_err(dir, Stage::WriteIndex, e.into());
         std::fs::create_dir_all(dir).map_err(w)?;
-        let live = current_generation(dir);
         let next = next_generation_name(dir);
         let gen = dir.join(&next);
         if gen.exists() {
@@ -381,7 +380,6 @@ impl Index {
                 }
             }
         }
-        let _ = live;
         Ok(())
     }
 
