@@ -158,12 +158,20 @@ impl Report {
     }
 }
 
+/// Reusable similarity and cell-score matrices of the harmony alignment.
+#[derive(Default)]
+struct Matrices {
+    sim: Vec<f32>,
+    cell: Vec<f32>,
+}
+
 /// Per-thread reusable state.
 struct Work {
     hash: u64,
     analyzer: Analyzer,
     embedder: Embedder,
     scratch: Scratch,
+    matrices: Matrices,
 }
 
 thread_local! {
@@ -211,6 +219,7 @@ impl<'a> Auditor<'a> {
                     analyzer: Analyzer::new(&self.params),
                     embedder: Embedder::new(&self.params),
                     scratch: Scratch::default(),
+                    matrices: Matrices::default(),
                 });
             }
             f(slot.as_mut().expect("just set"))
@@ -255,7 +264,7 @@ impl<'a> Auditor<'a> {
             let votes = self.vote(fp, w);
             votes
                 .into_iter()
-                .map(|v| self.rerank(&query, v, &mut w.scratch))
+                .map(|v| self.rerank(&query, v, &mut w.matrices, &mut w.scratch))
                 .collect::<Vec<_>>()
         });
         candidates.sort_by(|a, b| b.best_score().total_cmp(&a.best_score()));
@@ -333,7 +342,13 @@ impl<'a> Auditor<'a> {
         votes
     }
 
-    fn rerank(&self, q: &Sequences, v: Vote, scratch: &mut Scratch) -> Candidate {
+    fn rerank(
+        &self,
+        q: &Sequences,
+        v: Vote,
+        matrices: &mut Matrices,
+        scratch: &mut Scratch,
+    ) -> Candidate {
         let index = self.index;
         let c = &index.sequences[v.item];
         let rate = self.params.cens_rate() as f32;
@@ -355,7 +370,7 @@ impl<'a> Auditor<'a> {
 
         let mut best = (Alignment::default(), 0usize, 0.0f32);
         for rot in best_rotations(&q.cens, region, 2) {
-            let (a, norm) = harmony_alignment(&q.cens, region, nq, m, rot, scratch);
+            let (a, norm) = harmony_alignment(&q.cens, region, nq, m, rot, matrices, scratch);
             if a.score > best.0.score || best.0.cells == 0 {
                 best = (a, rot, norm);
             }
@@ -499,13 +514,18 @@ fn harmony_alignment(
     nq: usize,
     nc: usize,
     rot: usize,
+    matrices: &mut Matrices,
     scratch: &mut Scratch,
 ) -> (Alignment, f32) {
     if nq == 0 || nc == 0 {
         return (Alignment::default(), 0.0);
     }
+    let Matrices { sim, cell } = matrices;
+    sim.clear();
+    sim.resize(nq * nc, 0.0);
+    cell.clear();
+    cell.resize(nq * nc, 0.0);
     // frame similarities (CENS are non-negative unit vectors ×255)
-    let mut s = vec![0f32; nq * nc];
     for i in 0..nq {
         let qi = &q[i * 12..i * 12 + 12];
         for j in 0..nc {
@@ -514,34 +534,26 @@ fn harmony_alignment(
             for k in 0..12 {
                 d += qi[k] as u32 * cj[(k + 12 - rot) % 12] as u32;
             }
-            s[i * nc + j] = d as f32 / (255.0 * 255.0);
+            sim[i * nc + j] = d as f32 / (255.0 * 255.0);
         }
     }
-    // three frames along the diagonal
-    let mut s3 = vec![0f32; nq * nc];
+    // three frames along the diagonal, then a fixed similarity threshold:
+    // on the development set it beat a per-row contrast (z-score), which
+    // repetitive songs defeat because the true diagonal does not stand out
+    // from the song's own repeats
     for i in 0..nq {
         for j in 0..nc {
-            let mut sum = s[i * nc + j];
+            let mut sum = sim[i * nc + j];
             let mut n = 1.0;
             if i > 0 && j > 0 {
-                sum += s[(i - 1) * nc + j - 1];
+                sum += sim[(i - 1) * nc + j - 1];
                 n += 1.0;
             }
             if i + 1 < nq && j + 1 < nc {
-                sum += s[(i + 1) * nc + j + 1];
+                sum += sim[(i + 1) * nc + j + 1];
                 n += 1.0;
             }
-            s3[i * nc + j] = sum / n;
-        }
-    }
-    // a fixed similarity threshold: on the development set it beat a
-    // per-row contrast (z-score), which repetitive songs defeat because the
-    // true diagonal does not stand out from the song's own repeats
-    let mut cell = vec![0f32; nq * nc];
-    for i in 0..nq {
-        let row = &s3[i * nc..(i + 1) * nc];
-        for j in 0..nc {
-            cell[i * nc + j] = ((row[j] - CELL_TAU) / CELL_SCALE).clamp(-2.0, CELL_MAX);
+            cell[i * nc + j] = ((sum / n - CELL_TAU) / CELL_SCALE).clamp(-2.0, CELL_MAX);
         }
     }
     let a = local_align(nq, nc, |i, j| cell[i * nc + j], 0.3, scratch);
