@@ -19,16 +19,35 @@ pub enum Format {
     Json,
 }
 
-/// Checked flags of the command.
+/// Flags of `refrain audit`, checked once by clap.
+#[derive(Debug, clap::Args)]
 pub struct Config {
+    /// The index directory (from `refrain index`).
+    #[arg(long)]
     pub index: PathBuf,
+    /// Audio files, or directories to search recursively.
+    #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+    /// Report format.
+    #[arg(long, value_enum, default_value = "csv")]
     pub format: Format,
+    /// Write the report here instead of standard output.
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Candidates listed per input in the JSON report.
+    #[arg(long, default_value_t = 5)]
     pub top: usize,
+    /// Override the index's audio-score threshold.
+    #[arg(long)]
     pub audio_threshold: Option<f32>,
+    /// Override the index's melody-score threshold.
+    #[arg(long)]
     pub melody_threshold: Option<f32>,
+    /// Print the batch's memorization rate and score distributions.
+    #[arg(long)]
     pub summary: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
     pub threads: Option<usize>,
 }
 

@@ -9,10 +9,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use refrain::synth::{self, Render, Timbre};
 
-/// Checked flags of the command.
+/// Flags of `refrain demo`, checked once by clap.
+#[derive(Debug, clap::Args)]
 pub struct Config {
-    /// Where to write the demo files (default: a temporary directory, removed
-    /// afterwards).
+    /// Keep the demo's files in this directory (default: a temporary
+    /// directory, removed afterwards).
+    #[arg(long)]
     pub dir: Option<PathBuf>,
 }
 

@@ -10,10 +10,17 @@ use refrain::analysis::Analyzer;
 use refrain::inputs::{self, Input};
 use refrain::{decode, fingerprint, AnalysisParams};
 
-/// Checked flags of the command.
+/// Flags of `refrain fingerprint`, checked once by clap.
+#[derive(Debug, clap::Args)]
 pub struct Config {
+    /// Audio files, or directories to search recursively.
+    #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+    /// Directory to write `<name>.rfp` fingerprint files into.
+    #[arg(long)]
     pub out: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
     pub threads: Option<usize>,
 }
 

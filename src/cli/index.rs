@@ -12,11 +12,20 @@ use refrain::index::{cache_dir, content_hash, Index, IndexBuilder};
 use refrain::inputs::{self, Input};
 use refrain::{decode, AnalysisParams};
 
-/// Checked flags of the command.
+/// Flags of `refrain index`, checked once by clap.
+#[derive(Debug, clap::Args)]
 pub struct Config {
+    /// Audio files, or directories to search recursively.
+    #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+    /// The index directory.
+    #[arg(long)]
     pub out: PathBuf,
+    /// Append to the existing index instead of replacing it.
+    #[arg(long)]
     pub add: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
     pub threads: Option<usize>,
 }
 
