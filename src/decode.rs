@@ -1376,16 +1376,19 @@ mod tests {
         assert!(decode_bytes(&opus[..40], None, TARGET).is_err());
     }
 
+    /// One fixture per container, for the truncation and damage tests.
+    const DAMAGE_FIXTURES: [&str; 6] = [
+        "tone.flac",
+        "tone.mp3",
+        "tone.ogg",
+        "tone.opus",
+        "tone.m4a",
+        "tone_s16.wav",
+    ];
+
     #[test]
     fn truncated_files_decode_what_they_hold() {
-        for name in [
-            "tone.flac",
-            "tone.mp3",
-            "tone.ogg",
-            "tone.opus",
-            "tone.m4a",
-            "tone_s16.wav",
-        ] {
+        for name in DAMAGE_FIXTURES {
             let bytes = read(name);
             for cut in [bytes.len() / 2, bytes.len() * 3 / 4, 100, 1000] {
                 match decode_bytes(&bytes[..cut], None, TARGET) {
@@ -1410,14 +1413,7 @@ mod tests {
 
     #[test]
     fn damaged_files_do_not_panic() {
-        for name in [
-            "tone.flac",
-            "tone.mp3",
-            "tone.ogg",
-            "tone.opus",
-            "tone.m4a",
-            "tone_s16.wav",
-        ] {
+        for name in DAMAGE_FIXTURES {
             let bytes = read(name);
             for seed in 1..20u64 {
                 let mut damaged = bytes.clone();
