@@ -235,6 +235,12 @@ impl<'a> Auditor<'a> {
         self.check_fingerprint(&fp).map_err(|e| e.with_path(path))
     }
 
+    /// Audits a decoded signal at the analysis rate (as [`decode`] delivers it).
+    pub fn check_audio(&self, audio: &decode::Audio) -> Result<Report> {
+        let fp = self.with_work(|w| w.analyzer.analyze(audio))?;
+        self.check_fingerprint(&fp)
+    }
+
     /// Audits interleaved samples at any rate and channel count.
     pub fn check_samples(
         &self,

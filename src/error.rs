@@ -25,6 +25,8 @@ pub enum Stage {
     WriteIndex,
     /// Auditing a query against an index.
     Audit,
+    /// Calibrating thresholds or scoring an evaluation.
+    Calibrate,
 }
 
 impl fmt::Display for Stage {
@@ -39,6 +41,7 @@ impl fmt::Display for Stage {
             Stage::ReadIndex => "read index",
             Stage::WriteIndex => "write index",
             Stage::Audit => "audit",
+            Stage::Calibrate => "calibrate",
         })
     }
 }

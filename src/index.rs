@@ -53,6 +53,9 @@ pub struct Thresholds {
     pub negatives: usize,
     /// 95 % upper confidence bound of the achieved false-positive rate.
     pub fpr_upper_95: Option<f64>,
+    /// How many of the calibration negatives these thresholds flag.
+    #[serde(default)]
+    pub flagged_negatives: Option<usize>,
 }
 
 impl Default for Thresholds {
@@ -64,6 +67,7 @@ impl Default for Thresholds {
             target_fpr: None,
             negatives: 0,
             fpr_upper_95: None,
+            flagged_negatives: None,
         }
     }
 }
@@ -477,6 +481,11 @@ impl Index {
             vectors_q,
             engine,
         })
+    }
+
+    /// The analysis parameters the index was built with.
+    pub fn params(&self) -> &AnalysisParams {
+        &self.manifest.params
     }
 
     /// Replaces the thresholds (kept by the next [`Index::save`]).

@@ -247,3 +247,151 @@ fn demo_runs_and_flags_its_copies() {
         }
     }
 }
+
+/// A tiny evaluation set in the development set's layout: 4 training songs,
+/// copies of two of them, and 12 negatives from 6 unrelated sources.
+fn tiny_devset(root: &Path) {
+    let rate = 22_050;
+    for d in ["train", "query/copy_plain", "neg"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let mut truth = String::new();
+    for seed in 1..=4u64 {
+        write_wav(
+            &root.join(format!("train/song{seed}.wav")),
+            &piece(seed, 16, rate),
+            rate,
+        );
+    }
+    for seed in [1u64, 3] {
+        let x = piece(seed, 16, rate);
+        let cut = &x[5 * rate as usize..20 * rate as usize];
+        let name = format!("query/copy_plain/song{seed}__copy.wav");
+        write_wav(&root.join(&name), cut, rate);
+        truth.push_str(&format!("{name}\tsong{seed}\tcopy_plain\n"));
+    }
+    for src in 0..6u64 {
+        let x = piece(500 + src, 12, rate);
+        for (k, (a, b)) in [(0usize, 10usize), (8, 20)].into_iter().enumerate() {
+            let name = format!("neg/other{src}__part{k}.wav");
+            write_wav(
+                &root.join(&name),
+                &x[a * rate as usize..b * rate as usize],
+                rate,
+            );
+            truth.push_str(&format!("{name}\t-\tneg\n"));
+        }
+    }
+    std::fs::write(root.join("truth.tsv"), truth).unwrap();
+}
+
+#[test]
+fn calibrate_eval_and_memorization_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = dir.path().join("dev");
+    tiny_devset(&dev);
+    let work = dir.path().join("work");
+
+    // eval: index, calibrate on half the negative sources, audit, score
+    let o = refrain(&[
+        "eval",
+        dev.to_str().unwrap(),
+        "--work",
+        work.to_str().unwrap(),
+    ]);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        err.contains("calibrated on 6 negative file(s) from 3 source(s)"),
+        "{err}"
+    );
+    let copy_row = out
+        .lines()
+        .find(|l| l.starts_with("copy_plain"))
+        .unwrap_or_else(|| panic!("{out}"));
+    // both copies identified and flagged
+    assert!(copy_row.contains("100.0% 100.0%"), "{copy_row}");
+    assert!(
+        out.contains("neg (verdict FPR)          6 flagged=0"),
+        "{out}"
+    );
+    let truth_test = std::fs::read_to_string(work.join("truth-test.tsv")).unwrap();
+    assert_eq!(truth_test.lines().count(), 2 + 6, "{truth_test}");
+    let csv = std::fs::read_to_string(work.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 + 6, "{csv}");
+
+    // calibrate: thresholds stored in the manifest with what they achieved
+    let index = work.join("index");
+    let o = refrain(&[
+        "calibrate",
+        "--index",
+        index.to_str().unwrap(),
+        dev.join("neg").to_str().unwrap(),
+        "--fpr",
+        "0.05",
+    ]);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("either: 0 of 12 negatives flagged"), "{out}");
+    assert!(
+        err.contains("calibrated for 5.0 % false positives on 12 negatives"),
+        "{err}"
+    );
+    let gen = std::fs::read_to_string(index.join("CURRENT")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(index.join(gen.trim()).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let t = &manifest["thresholds"];
+    assert_eq!(t["method"], "calibrated", "{t}");
+    assert_eq!(t["negatives"], 12, "{t}");
+    assert_eq!(t["target_fpr"], 0.05, "{t}");
+    // 0 of 12 flagged: the exact one-sided bound is 1 - 0.05^(1/12)
+    let up = t["fpr_upper_95"].as_f64().unwrap();
+    assert!((up - (1.0 - 0.05f64.powf(1.0 / 12.0))).abs() < 1e-9, "{t}");
+
+    // self-calibration needs no negatives (a dry run leaves the index as it is)
+    let o = refrain(&[
+        "calibrate",
+        "--index",
+        index.to_str().unwrap(),
+        "--self",
+        "--fpr",
+        "0.1",
+        "--dry-run",
+    ]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("self-calibrated (leave-one-out)"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(index.join("CURRENT")).unwrap(),
+        gen,
+        "a dry run writes nothing"
+    );
+
+    // memorization: the copies' set against the negatives
+    let table = dir.path().join("mem.csv");
+    let o = refrain(&[
+        "memorization",
+        "--index",
+        index.to_str().unwrap(),
+        "--generated",
+        dev.join("query").to_str().unwrap(),
+        "--reference",
+        dev.join("neg").to_str().unwrap(),
+        "--out",
+        table.to_str().unwrap(),
+    ]);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success(), "{out}\n{err}");
+    let rows = std::fs::read_to_string(&table).unwrap();
+    let either = |set: &str| {
+        rows.lines()
+            .find(|l| l.starts_with(&format!("{set},either,")))
+            .map(|l| l.split(',').nth(3).unwrap().to_string())
+            .unwrap_or_else(|| panic!("{rows}"))
+    };
+    assert_eq!(either("generated"), "2", "{rows}");
+    assert_eq!(either("reference"), "0", "{rows}");
+    assert!(out.contains("generated − reference"), "{out}");
+}

@@ -71,9 +71,60 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             ..AuditConfig::default()
         },
     );
-    let (inputs, walk_errors) = inputs::collect(&cfg.paths);
-    let pool = super::pool(cfg.threads)?;
-    let bar = super::progress::bar(inputs.len() as u64, "auditing");
+    let outcomes = audit_paths(&auditor, &cfg.paths, cfg.threads, "auditing")?;
+    let mut sink: Box<dyn Write> = match &cfg.out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    match cfg.format {
+        Format::Csv => report::write_csv(&mut sink, &outcomes)?,
+        Format::Json => {
+            report::write_json(
+                &mut sink,
+                &cfg.index.display().to_string(),
+                &thresholds,
+                &outcomes,
+            )?;
+            writeln!(sink)?;
+        }
+    }
+    sink.flush()?;
+    drop(sink);
+    let flagged = outcomes.iter().filter(|o| o.verdict() == "flag").count();
+    let errors = print_errors(&outcomes);
+    if cfg.summary {
+        eprint!("{}", super::summary::render(&outcomes, &thresholds));
+    }
+    eprintln!(
+        "audited {} input(s) against {} item(s) ({:.1} h) in {:.1} s: {flagged} flagged, {} passed, {errors} error(s); {}",
+        outcomes.len(),
+        index.len(),
+        index.hours(),
+        t0.elapsed().as_secs_f64(),
+        outcomes.len() - flagged - errors,
+        refrain::calibrate::describe(&thresholds)
+    );
+    Ok(if errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Audits every audio file under `paths` (in parallel, with a progress bar on
+/// a terminal): one outcome per input, unreadable inputs and paths included
+/// as errors, in input order.
+pub fn audit_paths(
+    auditor: &Auditor,
+    paths: &[PathBuf],
+    threads: Option<usize>,
+    what: &str,
+) -> anyhow::Result<Vec<Outcome>> {
+    let (inputs, walk_errors) = inputs::collect(paths);
+    let pool = super::pool(threads)?;
+    let bar = super::progress::bar(inputs.len() as u64, what);
     let mut outcomes: Vec<Outcome> = pool.install(|| {
         inputs
             .par_iter()
@@ -108,55 +159,28 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             error: Some(e.to_string()),
         });
     }
-    let mut sink: Box<dyn Write> = match &cfg.out {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-        )),
-        None => Box::new(std::io::stdout().lock()),
-    };
-    match cfg.format {
-        Format::Csv => report::write_csv(&mut sink, &outcomes)?,
-        Format::Json => {
-            report::write_json(
-                &mut sink,
-                &cfg.index.display().to_string(),
-                &thresholds,
-                &outcomes,
-            )?;
-            writeln!(sink)?;
-        }
-    }
-    sink.flush()?;
-    drop(sink);
-    let errors = outcomes.iter().filter(|o| o.report.is_none()).count();
-    let flagged = outcomes.iter().filter(|o| o.verdict() == "flag").count();
+    Ok(outcomes)
+}
+
+/// Writes the CSV report to `path`.
+pub fn write_csv_file(path: &std::path::Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
+    let f =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    report::write_csv(&mut w, outcomes)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// One line naming each input that could not be audited.
+pub fn print_errors(outcomes: &[Outcome]) -> usize {
+    let mut n = 0;
     for o in outcomes.iter().filter(|o| o.report.is_none()) {
         eprintln!(
             "refrain: could not audit {}",
             o.error.as_deref().unwrap_or("")
         );
+        n += 1;
     }
-    if cfg.summary {
-        eprint!("{}", super::summary::render(&outcomes, &thresholds));
-    }
-    eprintln!(
-        "audited {} input(s) against {} item(s) ({:.1} h) in {:.1} s: {flagged} flagged, {} passed, {errors} error(s); thresholds audio {:.3}, melody {:.3} ({}{})",
-        outcomes.len(),
-        index.len(),
-        index.hours(),
-        t0.elapsed().as_secs_f64(),
-        outcomes.len() - flagged - errors,
-        thresholds.audio,
-        thresholds.melody,
-        thresholds.method,
-        thresholds
-            .target_fpr
-            .map(|f| format!(", calibrated for {:.1} % false positives", f * 100.0))
-            .unwrap_or_default()
-    );
-    Ok(if errors == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    n
 }

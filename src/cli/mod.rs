@@ -2,10 +2,13 @@
 //! config and calls the library; only this module prints.
 
 mod audit;
+mod calibrate;
 mod demo;
+mod eval;
 mod fingerprint;
 mod index;
 mod inspect;
+mod memorization;
 mod progress;
 mod summary;
 
@@ -32,6 +35,13 @@ enum Command {
     Index(index::Config),
     /// Audit audio files against an index: which ones copy a training item?
     Audit(audit::Config),
+    /// Set thresholds for a target false-positive rate from music known not
+    /// to be in the training set (or leave-one-out with --self).
+    Calibrate(calibrate::Config),
+    /// The development-set check in one step: index, calibrate, audit, score.
+    Eval(eval::Config),
+    /// Memorization rate of a model's outputs against a reference (null) set.
+    Memorization(memorization::Config),
     /// Show what Refrain sees in an audio file or a fingerprint file.
     Inspect {
         /// An audio file or a `.rfp` fingerprint file.
@@ -46,6 +56,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Fingerprint(cfg) => fingerprint::run(&cfg),
         Command::Index(cfg) => index::run(&cfg),
         Command::Audit(cfg) => audit::run(&cfg),
+        Command::Calibrate(cfg) => calibrate::run(&cfg),
+        Command::Eval(cfg) => eval::run(&cfg),
+        Command::Memorization(cfg) => memorization::run(&cfg),
         Command::Inspect { file } => inspect::run(&file),
     }
 }

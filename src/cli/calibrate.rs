@@ -1,0 +1,174 @@
+//! `refrain calibrate --index INDEX_DIR [NEGATIVES...] [--fpr 0.01] [--self]`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use rayon::prelude::*;
+use refrain::audit::Auditor;
+use refrain::calibrate::{self, BestScores};
+use refrain::index::Index;
+use refrain::{decode, Error};
+
+/// Flags of `refrain calibrate`, checked once by clap.
+#[derive(Debug, clap::Args)]
+pub struct Config {
+    /// The index directory (from `refrain index`); its thresholds are replaced.
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Music known NOT to be in the training set: files or directories.
+    #[arg(required_unless_present = "self_")]
+    pub negatives: Vec<PathBuf>,
+    /// Target false-positive rate (share of negatives flagged).
+    #[arg(long, default_value_t = 0.01)]
+    pub fpr: f64,
+    /// Without negatives: leave-one-out over the training items themselves
+    /// (decoded again from the paths stored in the index).
+    #[arg(long = "self", conflicts_with = "negatives")]
+    pub self_: bool,
+    /// Compute and print the thresholds without storing them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        cfg.fpr > 0.0 && cfg.fpr < 1.0,
+        "--fpr must be between 0 and 1 (0.01 is 1 %)"
+    );
+    let t0 = Instant::now();
+    let mut index = Index::open(&cfg.index)?;
+    let (scores, failed, method) = if cfg.self_ {
+        let (s, f) = self_scores(&index, cfg.threads)?;
+        (s, f, calibrate::METHOD_SELF)
+    } else {
+        let (s, f) = negative_scores(&index, &cfg.negatives, cfg.threads)?;
+        (s, f, calibrate::METHOD_NEGATIVES)
+    };
+    for e in &failed {
+        eprintln!("refrain: skipped {e}");
+    }
+    let t = calibrate::calibrate(&scores, cfg.fpr, method)
+        .with_context(|| format!("calibrating {}", cfg.index.display()))?;
+    println!("{}", render(&scores, &t));
+    if !cfg.dry_run {
+        index.set_thresholds(t.clone());
+        index
+            .save(&cfg.index)
+            .with_context(|| format!("storing the thresholds in {}", cfg.index.display()))?;
+    }
+    eprintln!(
+        "calibrated {} on {} negative(s) in {:.1} s, {} failed; {}{}",
+        cfg.index.display(),
+        scores.len(),
+        t0.elapsed().as_secs_f64(),
+        failed.len(),
+        calibrate::describe(&t),
+        if cfg.dry_run {
+            " (dry run: nothing stored)"
+        } else {
+            ""
+        }
+    );
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Best scores of every negative under `paths`, and the inputs that failed.
+pub fn negative_scores(
+    index: &Index,
+    paths: &[PathBuf],
+    threads: Option<usize>,
+) -> anyhow::Result<(Vec<BestScores>, Vec<String>)> {
+    let auditor = Auditor::new(index);
+    let outcomes = super::audit::audit_paths(&auditor, paths, threads, "calibrating")?;
+    let mut scores = Vec::new();
+    let mut failed = Vec::new();
+    for o in outcomes {
+        match (&o.report, o.error) {
+            (Some(r), _) => scores.push(BestScores::of(r)),
+            (None, e) => failed.push(e.unwrap_or(o.input)),
+        }
+    }
+    Ok((scores, failed))
+}
+
+/// Leave-one-out best scores of excerpts of every training item.
+fn self_scores(
+    index: &Index,
+    threads: Option<usize>,
+) -> anyhow::Result<(Vec<BestScores>, Vec<String>)> {
+    let pool = super::pool(threads)?;
+    let bar = super::progress::bar(index.len() as u64, "self-calibrating");
+    let rate = index.params().sample_rate;
+    let results: Vec<Result<Vec<BestScores>, Error>> = pool.install(|| {
+        (0..index.len())
+            .into_par_iter()
+            .map(|i| {
+                let path = PathBuf::from(&index.manifest.items[i].path);
+                let r = decode::decode_file(&path, rate)
+                    .and_then(|audio| calibrate::leave_one_out(index, i, &audio))
+                    .map_err(|e| e.with_path(&path));
+                bar.inc(1);
+                r
+            })
+            .collect()
+    });
+    bar.finish_and_clear();
+    let mut scores = Vec::new();
+    let mut failed = Vec::new();
+    for r in results {
+        match r {
+            Ok(s) => scores.extend(s),
+            Err(e) => failed.push(format!(
+                "{e} (self-calibration decodes the training files from the paths they were indexed with)"
+            )),
+        }
+    }
+    Ok((scores, failed))
+}
+
+/// The calibration table: the negatives' score distribution and the result.
+fn render(scores: &[BestScores], t: &refrain::index::Thresholds) -> String {
+    let ps = [0.5, 0.9, 0.99, 1.0];
+    let mut s = String::from("score     p50     p90     p99     max     threshold  flagged\n");
+    for (name, v, thr) in [
+        (
+            "audio",
+            scores.iter().map(|x| x.audio).collect::<Vec<_>>(),
+            t.audio,
+        ),
+        (
+            "melody",
+            scores.iter().map(|x| x.melody).collect::<Vec<_>>(),
+            t.melody,
+        ),
+    ] {
+        let q = calibrate::quantiles(&v, &ps);
+        let k = v.iter().filter(|&&x| x >= thr).count();
+        s.push_str(&format!(
+            "{name:<8} {:>6.3}  {:>6.3}  {:>6.3}  {:>6.3}  {thr:>9.3}  {k:>4}/{}\n",
+            q[0],
+            q[1],
+            q[2],
+            q[3],
+            v.len()
+        ));
+    }
+    let k = t.flagged_negatives.unwrap_or(0);
+    s.push_str(&format!(
+        "either: {k} of {} negatives flagged ({:.2} %); 95 % upper bound {:.2} % (target {:.2} %)",
+        scores.len(),
+        100.0 * k as f64 / scores.len().max(1) as f64,
+        100.0 * t.fpr_upper_95.unwrap_or(1.0),
+        100.0 * t.target_fpr.unwrap_or(0.0)
+    ));
+    s
+}
