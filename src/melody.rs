@@ -161,7 +161,9 @@ impl MelodyTracker {
         let harmonic_bins = (1..=harmonics)
             .map(|h| 1200.0 * (h as f32).log2() / bin_cents)
             .collect();
-        let half = (SPREAD_CENTS / bin_cents).ceil() as usize;
+        // taps at ±SPREAD_CENTS are zero: leave them out
+        let half = ((SPREAD_CENTS / bin_cents).ceil() as usize)
+            .saturating_sub(usize::from((SPREAD_CENTS / bin_cents).fract() == 0.0));
         let kernel = (0..=2 * half)
             .map(|k| {
                 let d = (k as f32 - half as f32) * bin_cents;

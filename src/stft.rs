@@ -134,6 +134,25 @@ pub struct Peak {
     pub mag: f32,
 }
 
+/// The largest value of `x` (0 for an empty slice; NaN is ignored), in
+/// eight independent lanes so that it vectorises.
+fn max_of(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = if v > *a { v } else { *a };
+        }
+    }
+    for &v in rest {
+        acc[0] = if v > acc[0] { v } else { acc[0] };
+    }
+    acc.iter()
+        .copied()
+        .fold(0.0, |a, v| if v > a { v } else { a })
+}
+
 /// Finds the local maxima of `mag` between `fmin` and `fmax` Hz that are
 /// within 60 dB of the frame's strongest one, refines them by parabolic
 /// interpolation of the log magnitude, and keeps the `max_peaks` strongest
@@ -155,32 +174,40 @@ pub fn find_peaks(
     if lo > hi {
         return;
     }
-    let top = mag[lo..=hi].iter().copied().fold(0.0f32, f32::max);
+    let top = max_of(&mag[lo..=hi]);
     if top <= 1e-9 || !top.is_finite() {
         return;
     }
     let floor = top * 1e-3;
-    // local maxima first (bin index in `freq` for now), strongest kept, and
-    // only those refined: the logarithms are paid per kept peak, not per bin.
-    // Branch-free: every bin is written, the count advances only on a peak.
-    out.resize(
-        hi - lo + 1,
-        Peak {
-            freq: 0.0,
-            mag: 0.0,
-        },
-    );
-    let mut count = 0;
-    for k in lo..=hi {
-        let m = mag[k];
-        let is_peak = (m > floor) & (m > mag[k - 1]) & (m >= mag[k + 1]);
-        out[count] = Peak {
-            freq: k as f32,
-            mag: m,
-        };
-        count += is_peak as usize;
+    // blocks of 64 bins: a vectorisable pass marks the maxima, then the
+    // marks are read eight at a time and only the maxima are stored
+    let mut marks = [0u8; 64];
+    let mut k0 = lo;
+    while k0 <= hi {
+        let n = (hi + 1 - k0).min(64);
+        let (left, mid, right) = (
+            &mag[k0 - 1..k0 - 1 + n],
+            &mag[k0..k0 + n],
+            &mag[k0 + 1..k0 + 1 + n],
+        );
+        for (((m, &l), &c), &r) in marks[..n].iter_mut().zip(left).zip(mid).zip(right) {
+            *m = u8::from(c > floor) & u8::from(c > l) & u8::from(c >= r);
+        }
+        marks[n..].fill(0);
+        for (g, eight) in marks.chunks_exact(8).enumerate() {
+            let mut w = u64::from_le_bytes(eight.try_into().expect("8 bytes"));
+            while w != 0 {
+                let byte = (w.trailing_zeros() / 8) as usize;
+                let k = k0 + g * 8 + byte;
+                out.push(Peak {
+                    freq: k as f32,
+                    mag: mag[k],
+                });
+                w &= !(0xffu64 << (byte * 8));
+            }
+        }
+        k0 += n;
     }
-    out.truncate(count);
     if out.len() > max_peaks {
         out.select_nth_unstable_by(max_peaks - 1, |x, y| y.mag.total_cmp(&x.mag));
         out.truncate(max_peaks);
