@@ -279,9 +279,9 @@ impl MelodyTracker {
     /// interpolation, sorted by decreasing salience.
     fn maxima(&self, best: &mut [Candidate; CANDIDATES]) {
         let grid = &self.salience;
-        for b in 1..=self.bins {
+        crate::stft::for_each_local_max(grid, 1, self.bins, 0.0, |b| {
             let s = grid[b];
-            if s > best[CANDIDATES - 1].salience && s > grid[b - 1] && s >= grid[b + 1] {
+            if s > best[CANDIDATES - 1].salience {
                 let (l, r) = (grid[b - 1], grid[b + 1]);
                 let den = l - 2.0 * s + r;
                 let (off, peak) = if den < 0.0 {
@@ -302,7 +302,7 @@ impl MelodyTracker {
                 }
                 best[i] = cand;
             }
-        }
+        });
     }
 
     /// Sets the linear harmonic loudness of each candidate.

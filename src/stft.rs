@@ -153,6 +153,41 @@ fn max_of(x: &[f32]) -> f32 {
         .fold(0.0, |a, v| if v > a { v } else { a })
 }
 
+/// Calls `f(k)`, in increasing order, for every `k` in `lo..=hi` where
+/// `x[k] > floor`, `x[k] > x[k - 1]` and `x[k] >= x[k + 1]` (needs
+/// `lo >= 1` and `hi + 1 < x.len()`). Blocks of 64 are marked by a loop the
+/// compiler vectorises; the marks are then read eight at a time, so the cost
+/// of the sparse maxima is not paid on every element.
+pub fn for_each_local_max(x: &[f32], lo: usize, hi: usize, floor: f32, mut f: impl FnMut(usize)) {
+    assert!(
+        lo >= 1 && hi + 1 < x.len(),
+        "neighbours of {lo}..={hi} exist"
+    );
+    let mut marks = [0u8; 64];
+    let mut k0 = lo;
+    while k0 <= hi {
+        let n = (hi + 1 - k0).min(64);
+        let (left, mid, right) = (
+            &x[k0 - 1..k0 - 1 + n],
+            &x[k0..k0 + n],
+            &x[k0 + 1..k0 + 1 + n],
+        );
+        for (((m, &l), &c), &r) in marks[..n].iter_mut().zip(left).zip(mid).zip(right) {
+            *m = u8::from(c > floor) & u8::from(c > l) & u8::from(c >= r);
+        }
+        marks[n..].fill(0);
+        for (g, eight) in marks.chunks_exact(8).enumerate() {
+            let mut w = u64::from_le_bytes(eight.try_into().expect("8 bytes"));
+            while w != 0 {
+                let byte = (w.trailing_zeros() / 8) as usize;
+                f(k0 + g * 8 + byte);
+                w &= !(0xffu64 << (byte * 8));
+            }
+        }
+        k0 += n;
+    }
+}
+
 /// Finds the local maxima of `mag` between `fmin` and `fmax` Hz that are
 /// within 60 dB of the frame's strongest one, refines them by parabolic
 /// interpolation of the log magnitude, and keeps the `max_peaks` strongest
@@ -179,35 +214,12 @@ pub fn find_peaks(
         return;
     }
     let floor = top * 1e-3;
-    // blocks of 64 bins: a vectorisable pass marks the maxima, then the
-    // marks are read eight at a time and only the maxima are stored
-    let mut marks = [0u8; 64];
-    let mut k0 = lo;
-    while k0 <= hi {
-        let n = (hi + 1 - k0).min(64);
-        let (left, mid, right) = (
-            &mag[k0 - 1..k0 - 1 + n],
-            &mag[k0..k0 + n],
-            &mag[k0 + 1..k0 + 1 + n],
-        );
-        for (((m, &l), &c), &r) in marks[..n].iter_mut().zip(left).zip(mid).zip(right) {
-            *m = u8::from(c > floor) & u8::from(c > l) & u8::from(c >= r);
-        }
-        marks[n..].fill(0);
-        for (g, eight) in marks.chunks_exact(8).enumerate() {
-            let mut w = u64::from_le_bytes(eight.try_into().expect("8 bytes"));
-            while w != 0 {
-                let byte = (w.trailing_zeros() / 8) as usize;
-                let k = k0 + g * 8 + byte;
-                out.push(Peak {
-                    freq: k as f32,
-                    mag: mag[k],
-                });
-                w &= !(0xffu64 << (byte * 8));
-            }
-        }
-        k0 += n;
-    }
+    for_each_local_max(mag, lo, hi, floor, |k| {
+        out.push(Peak {
+            freq: k as f32,
+            mag: mag[k],
+        })
+    });
     if out.len() > max_peaks {
         out.select_nth_unstable_by(max_peaks - 1, |x, y| y.mag.total_cmp(&x.mag));
         out.truncate(max_peaks);
