@@ -17,9 +17,12 @@
 //! 4. **Audio agreement.** Along the harmony path, the correlation of the
 //!    band energies (each band's mean removed, so EQ cancels; shifted by the
 //!    transposition), which is high only for the same recording.
-//! 5. **Scores** in [0, 1]: `melody_score` from the harmony and melody
-//!    alignments, `audio_score` from the harmony alignment and the audio
-//!    agreement. The verdict flags when either crosses its threshold.
+//! 5. **Scores** in [0, 1]: `audio_score` (same recording) from the mean
+//!    cell score of the harmony alignment and the audio agreement;
+//!    `melody_score` (same music, any rendition) from the harmony
+//!    alignment's total score over the square root of its length, which
+//!    rewards long matches. The verdict flags when either crosses its
+//!    threshold.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -96,6 +99,10 @@ pub struct Raw {
     pub harmony: f32,
     /// Harmony path length in CENS frames.
     pub harmony_frames: usize,
+    /// Harmony alignment score over the square root of the path length
+    /// (floor 5 s): what `melody_score` is made from.
+    #[serde(default)]
+    pub harmony_evidence: f32,
     /// Melody alignment: mean cell score along the path (floor 5 s).
     pub melody: f32,
     /// Melody path length in melody frames.
@@ -406,11 +413,19 @@ impl<'a> Auditor<'a> {
         let (ma, melody) = melody_alignment(q, c, mlo, mhi, transpose, scratch);
         let audio_corr = band_agreement(q, c, &ha, lo, transpose);
 
-        // the melody alignment is reported as evidence (raw.melody) but does
-        // not drive the score yet: on the development set it separated
-        // copies from negatives worse than the harmony alignment did
-        let melody_score = sigmoid((harmony - HARMONY_MID) / 0.3);
-        let audio_score = melody_score.min(sigmoid((audio_corr - AUDIO_MID) / 0.07));
+        // same recording: a close harmony match (mean cell score, so a 5 s
+        // excerpt counts fully) whose band energies agree as well
+        let close = sigmoid((harmony - HARMONY_MID) / 0.3);
+        let audio_score = close.min(sigmoid((audio_corr - AUDIO_MID) / 0.07));
+        // same music in any timbre, key or tempo: the total alignment score
+        // over the square root of its length, so that a long, moderately
+        // similar match (a melody re-played on other instruments) counts as
+        // much as the short, very similar stretches that unrelated music in
+        // the same style also has. The melody alignment is reported
+        // (raw.melody) but does not drive a score: on the development set it
+        // separated copies from negatives worse than the harmony alignment.
+        let evidence = harmony * (ha.cells as f32).max(FLOOR_S * rate).sqrt();
+        let melody_score = sigmoid((evidence - EVIDENCE_MID) / EVIDENCE_SCALE);
 
         let (qs, qe, cs, ce, ratio) = if ha.cells > 0 {
             (
@@ -448,6 +463,7 @@ impl<'a> Auditor<'a> {
                 votes: v.votes,
                 harmony,
                 harmony_frames: ha.cells,
+                harmony_evidence: evidence,
                 melody,
                 melody_frames: ma.cells,
                 audio_corr,
@@ -503,6 +519,13 @@ const CELL_MAX: f32 = 4.0;
 /// development set's 143 negatives (measured 2026-11-24; `refrain calibrate`
 /// is to replace this with a stored, per-index calibration).
 const HARMONY_MID: f32 = 3.12;
+/// Harmony evidence (alignment score over the square root of its length)
+/// at which `melody_score` reaches 0.5: just above the largest value of the
+/// development set's negatives but one (27.2; the one above, 45.7, is a Bach
+/// chorale whose harmonisation nearly repeats a training chorale's).
+const EVIDENCE_MID: f32 = 28.0;
+/// Evidence per unit of logit of `melody_score`.
+const EVIDENCE_SCALE: f32 = 3.0;
 /// Band correlation at which the audio agreement maps to 0.5.
 const AUDIO_MID: f32 = 0.6;
 
