@@ -1,7 +1,7 @@
 //! Auditing a query against an index: candidates → alignment → scores →
 //! verdict with evidence.
 //!
-//! 1. **Candidates.** Every query window (at time scales 0.9, 1.0 and 1.1,
+//! 1. **Candidates.** Every query window (at time scales 0.85, 1.0 and 1.2,
 //!    for tempo changes) is searched among the indexed windows. Each hit
 //!    votes for its item and for the time offset it implies; the items with
 //!    the strongest consistent votes are kept.
@@ -63,7 +63,7 @@ impl Default for AuditConfig {
             neighbors: 20,
             candidates: 12,
             top_k: 5,
-            scales: vec![1.0, 0.9, 1.1],
+            scales: vec![1.0, 0.85, 1.2],
             thresholds: None,
             exclude_item: None,
         }
