@@ -2,7 +2,8 @@
 //! verdict with evidence.
 //!
 //! 1. **Candidates.** Every query window (at time scales 0.85, 1.0 and 1.2,
-//!    for tempo changes) is searched among the indexed windows. Each hit
+//!    for tempo changes, and at 1.0 once more with its harmony part alone,
+//!    for other timbres) is searched among the indexed windows. Each hit
 //!    votes for its item and for the time offset it implies; the items with
 //!    the strongest consistent votes are kept.
 //! 2. **Harmony alignment.** CENS chroma of the query against a region of the
@@ -179,6 +180,7 @@ struct Work {
     embedder: Embedder,
     scratch: Scratch,
     matrices: Matrices,
+    harmony_query: Vec<f32>,
 }
 
 thread_local! {
@@ -227,6 +229,7 @@ impl<'a> Auditor<'a> {
                     embedder: Embedder::new(&self.params),
                     scratch: Scratch::default(),
                     matrices: Matrices::default(),
+                    harmony_query: Vec::new(),
                 });
             }
             f(slot.as_mut().expect("just set"))
@@ -311,23 +314,42 @@ impl<'a> Auditor<'a> {
                 let b = time_scale(fp.bands.view(), scale);
                 w.embedder.embed(c.view(), b.view())
             };
-            for (qw, v) in emb.vectors.rows().into_iter().enumerate() {
-                let t_q = (qw as f64 * emb.hop_s) as f32; // in scaled query time
-                best_hit.clear();
-                let hits = search.search(v.as_slice().expect("contiguous"), self.config.neighbors);
-                for (id, dist) in hits {
-                    let item = index.window_item[id as usize];
-                    if Some(item as usize) == self.config.exclude_item {
-                        continue;
+            // the plain pass, then (at scale 1) a pass on the harmony part
+            // alone: re-played melodies keep their harmony, not their texture
+            let passes: &[(usize, bool)] = if (scale - 1.0).abs() < 1e-9 {
+                &[(si, false), (self.config.scales.len(), true)]
+            } else {
+                &[(si, false)]
+            };
+            for &(pass, harmony_only) in passes {
+                for (qw, v) in emb.vectors.rows().into_iter().enumerate() {
+                    let t_q = (qw as f64 * emb.hop_s) as f32; // in scaled query time
+                    best_hit.clear();
+                    let v = v.as_slice().expect("contiguous");
+                    let (query, gain) = if harmony_only {
+                        w.harmony_query.clear();
+                        w.harmony_query.extend_from_slice(v);
+                        w.harmony_query[HARMONY_DIMS..].fill(0.0);
+                        crate::embed::normalize(&mut w.harmony_query);
+                        (&w.harmony_query[..], 1.0 / crate::embed::HARMONY_WEIGHT)
+                    } else {
+                        (v, 1.0)
+                    };
+                    let hits = search.search(query, self.config.neighbors);
+                    for (id, dist) in hits {
+                        let item = index.window_item[id as usize];
+                        if Some(item as usize) == self.config.exclude_item {
+                            continue;
+                        }
+                        let offset = index.window_start_s[id as usize] - t_q;
+                        let key = (item, pass as u8, (offset / bin_s).round() as i32);
+                        let sim = ((1.0 - dist) * gain).clamp(0.0, 1.0);
+                        let e = best_hit.entry(key).or_insert(0.0);
+                        *e = e.max(sim);
                     }
-                    let offset = index.window_start_s[id as usize] - t_q;
-                    let key = (item, si as u8, (offset / bin_s).round() as i32);
-                    let sim = (1.0 - dist).max(0.0);
-                    let e = best_hit.entry(key).or_insert(0.0);
-                    *e = e.max(sim);
-                }
-                for (k, s) in best_hit.iter() {
-                    *bins.entry(*k).or_insert(0.0) += s;
+                    for (k, s) in best_hit.iter() {
+                        *bins.entry(*k).or_insert(0.0) += s;
+                    }
                 }
             }
         }
@@ -346,7 +368,7 @@ impl<'a> Auditor<'a> {
             if v > e.votes {
                 e.votes = v;
                 e.offset_s = b as f32 * bin_s;
-                e.scale = self.config.scales[si as usize];
+                e.scale = self.config.scales.get(si as usize).copied().unwrap_or(1.0);
             }
         }
         let mut votes: Vec<Vote> = per_item.into_values().collect();
@@ -528,6 +550,9 @@ const EVIDENCE_MID: f32 = 28.0;
 const EVIDENCE_SCALE: f32 = 3.0;
 /// Band correlation at which the audio agreement maps to 0.5.
 const AUDIO_MID: f32 = 0.6;
+
+/// Leading embedding dimensions that hold the harmony part.
+const HARMONY_DIMS: usize = 7 * crate::embed::TIME_BANDS.len();
 
 /// Up to this many cells, the query is aligned with the whole candidate.
 const WHOLE_ITEM_CELLS: usize = 35_000;
