@@ -2,7 +2,7 @@
 //! verdict with evidence.
 //!
 //! 1. **Candidates.** Every query window (at time scales 0.85, 1.0 and 1.2,
-//!    for tempo changes, and at 1.0 once more with its harmony part alone,
+//!    for tempo changes, and at each once more with its harmony part alone,
 //!    for other timbres) is searched among the indexed windows. Each hit
 //!    votes for its item and for the time offset it implies; the items with
 //!    the strongest consistent votes are kept.
@@ -314,13 +314,10 @@ impl<'a> Auditor<'a> {
                 let b = time_scale(fp.bands.view(), scale);
                 w.embedder.embed(c.view(), b.view())
             };
-            // the plain pass, then (at scale 1) a pass on the harmony part
-            // alone: re-played melodies keep their harmony, not their texture
-            let passes: &[(usize, bool)] = if (scale - 1.0).abs() < 1e-9 {
-                &[(si, false), (self.config.scales.len(), true)]
-            } else {
-                &[(si, false)]
-            };
+            // the plain pass, then a pass on the harmony part alone:
+            // re-played melodies keep their harmony, not their texture
+            let n = self.config.scales.len();
+            let passes: &[(usize, bool)] = &[(si, false), (n + si, true)];
             for &(pass, harmony_only) in passes {
                 for (qw, v) in emb.vectors.rows().into_iter().enumerate() {
                     let t_q = (qw as f64 * emb.hop_s) as f32; // in scaled query time
@@ -368,7 +365,7 @@ impl<'a> Auditor<'a> {
             if v > e.votes {
                 e.votes = v;
                 e.offset_s = b as f32 * bin_s;
-                e.scale = self.config.scales.get(si as usize).copied().unwrap_or(1.0);
+                e.scale = self.config.scales[si as usize % self.config.scales.len()];
             }
         }
         let mut votes: Vec<Vote> = per_item.into_values().collect();

@@ -11,9 +11,9 @@
 //! to at most the target):
 //!
 //! * the empirical quantile: at most `⌊α·n⌋` negatives reach the threshold;
-//! * a Gumbel (extreme-value) distribution fitted to the scores' logits by
-//!   the method of moments, which extrapolates beyond the largest negative
-//!   when `n` is too small to see a rate of `α`.
+//! * an exponential tail fitted to the largest 20 % of the scores' logits
+//!   (peaks over a threshold, the Gumbel domain's tail), which extrapolates
+//!   beyond the largest negative when `n` is too small to see a rate of `α`.
 //!
 //! The rate achieved on the negatives (either score at or above its
 //! threshold) is then counted and given with its exact one-sided 95 %
@@ -161,11 +161,11 @@ pub fn describe(t: &Thresholds) -> String {
 }
 
 /// The threshold one score needs so that about a share `alpha` of these
-/// negatives reach it: the larger of the empirical and the Gumbel-fitted
+/// negatives reach it: the larger of the empirical and the tail-fitted
 /// quantile, never above 1 (a threshold above 1 flags nothing).
 pub fn threshold(scores: &[f32], alpha: f64) -> f32 {
     empirical_threshold(scores, alpha)
-        .max(gumbel_threshold(scores, alpha))
+        .max(tail_threshold(scores, alpha))
         .min(1.0 + f32::EPSILON)
 }
 
@@ -184,10 +184,14 @@ pub fn empirical_threshold(scores: &[f32], alpha: f64) -> f32 {
     next_up(s[k])
 }
 
-/// The `(1 − alpha)` quantile of a Gumbel distribution fitted to the logits
-/// of `scores` by the method of moments, mapped back to a score.
-pub fn gumbel_threshold(scores: &[f32], alpha: f64) -> f32 {
-    let z: Vec<f64> = scores
+/// The `(1 − alpha)` quantile of an extreme-value tail fitted to the
+/// logits of `scores`, mapped back to a score. Only the upper tail is fitted
+/// (peaks over a threshold): above the empirical quantile `u` at
+/// [`TAIL_SHARE`], the excesses are taken as exponential with their mean as
+/// scale (the Gumbel domain's limit), so the bulk of near-zero scores does
+/// not widen the fitted tail. `t = u + σ · ln(p_u / alpha)`.
+pub fn tail_threshold(scores: &[f32], alpha: f64) -> f32 {
+    let mut z: Vec<f64> = scores
         .iter()
         .filter(|x| x.is_finite())
         .map(|&x| logit(x as f64))
@@ -195,16 +199,19 @@ pub fn gumbel_threshold(scores: &[f32], alpha: f64) -> f32 {
     if z.len() < 2 {
         return 0.0;
     }
-    let n = z.len() as f64;
-    let mean = z.iter().sum::<f64>() / n;
-    let var = z.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0);
-    let beta = var.sqrt() * 6f64.sqrt() / std::f64::consts::PI;
-    let mu = mean - EULER_GAMMA * beta;
-    let q = mu - beta * (-(1.0 - alpha).ln()).ln();
-    sigmoid(q) as f32
+    z.sort_by(|a, b| b.total_cmp(a));
+    let k = ((TAIL_SHARE * z.len() as f64).ceil() as usize).clamp(1, z.len() - 1);
+    let u = z[k];
+    let p_u = k as f64 / z.len() as f64;
+    if alpha >= p_u {
+        return sigmoid(u) as f32;
+    }
+    let sigma = (z[..k].iter().map(|v| v - u).sum::<f64>() / k as f64).max(1e-6);
+    sigmoid(u + sigma * (p_u / alpha).ln()) as f32
 }
 
-const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
+/// Share of the negatives whose excesses make up the fitted tail.
+pub const TAIL_SHARE: f64 = 0.2;
 
 fn logit(p: f64) -> f64 {
     let p = p.clamp(0.0, 1.0);
@@ -341,21 +348,26 @@ mod tests {
     }
 
     #[test]
-    fn gumbel_fit_recovers_the_quantile_of_gumbel_samples() {
-        // logits drawn from Gumbel(mu = -3, beta = 1) by inversion, fixed grid
+    fn tail_fit_recovers_the_quantile_of_exponential_tailed_samples() {
+        // logits with a bulk far below and a Gumbel(mu = -3, beta = 1) upper
+        // part, by inversion on a fixed grid: the bulk must not move the fit
         let n = 4000;
         let s: Vec<f32> = (0..n)
             .map(|i| {
                 let u = (i as f64 + 0.5) / n as f64;
-                sigmoid(-3.0 - (-u.ln()).ln()) as f32
+                if u < 0.5 {
+                    sigmoid(-12.0 + u) as f32
+                } else {
+                    sigmoid(-3.0 - (-u.ln()).ln()) as f32
+                }
             })
             .collect();
-        let t = gumbel_threshold(&s, 0.01) as f64;
+        let t = tail_threshold(&s, 0.01) as f64;
         let expected = sigmoid(-3.0 - (-(0.99f64).ln()).ln());
-        assert_abs_diff_eq!(logit(t), logit(expected), epsilon = 0.05);
+        assert_abs_diff_eq!(logit(t), logit(expected), epsilon = 0.25);
         // and its empirical rate is close to 1 %
         let k = s.iter().filter(|&&x| x as f64 >= t).count();
-        assert!((30..=50).contains(&k), "{k}");
+        assert!((28..=52).contains(&k), "{k}");
     }
 
     #[test]
