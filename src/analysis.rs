@@ -21,6 +21,7 @@ pub struct Analyzer {
     stft: Stft,
     embedder: Embedder,
     peaks: Vec<Peak>,
+    fine_chroma: Vec<f32>,
 }
 
 impl Analyzer {
@@ -31,7 +32,14 @@ impl Analyzer {
             stft: Stft::new(params.fft_size, params.hop),
             embedder: Embedder::new(params),
             peaks: Vec::with_capacity(params.max_peaks * 4),
+            fine_chroma: Vec::new(),
         }
+    }
+
+    /// Takes the unfolded pitch-class energies of the last signal analysed
+    /// (see [`crate::chroma::ChromaFeatures::fine`]); empty if already taken.
+    pub fn take_fine_chroma(&mut self) -> Vec<f32> {
+        std::mem::take(&mut self.fine_chroma)
     }
 
     /// The parameters this analyzer uses.
@@ -76,7 +84,8 @@ impl Analyzer {
             chroma.push_frame(peaks);
             melody.push_frame(peaks);
         });
-        let chroma = chroma.finish();
+        let mut chroma = chroma.finish();
+        self.fine_chroma = std::mem::take(&mut chroma.fine);
         let bands = bands.finish();
         let melody = melody.finish();
         let embeddings = self.embedder.embed(chroma.chroma.view(), bands.view());

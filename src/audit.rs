@@ -239,16 +239,17 @@ impl<'a> Auditor<'a> {
     /// Audits an audio file.
     pub fn check_file(&self, path: &std::path::Path) -> Result<Report> {
         let audio = decode::decode_file(path, self.params.sample_rate)?;
-        let fp = self
-            .with_work(|w| w.analyzer.analyze(&audio))
-            .map_err(|e| e.with_path(path))?;
-        self.check_fingerprint(&fp).map_err(|e| e.with_path(path))
+        self.check_audio(&audio).map_err(|e| e.with_path(path))
     }
 
     /// Audits a decoded signal at the analysis rate (as [`decode`] delivers it).
     pub fn check_audio(&self, audio: &decode::Audio) -> Result<Report> {
-        let fp = self.with_work(|w| w.analyzer.analyze(audio))?;
-        self.check_fingerprint(&fp)
+        let (fp, fine) = self.with_work(|w| {
+            w.analyzer
+                .analyze(audio)
+                .map(|fp| (fp, w.analyzer.take_fine_chroma()))
+        })?;
+        self.check(&fp, &fine)
     }
 
     /// Audits interleaved samples at any rate and channel count.
@@ -260,12 +261,18 @@ impl<'a> Auditor<'a> {
     ) -> Result<Report> {
         let audio =
             decode::from_interleaved(samples, sample_rate, channels, self.params.sample_rate)?;
-        let fp = self.with_work(|w| w.analyzer.analyze(&audio))?;
-        self.check_fingerprint(&fp)
+        self.check_audio(&audio)
     }
 
-    /// Audits a fingerprint made with the index's parameters.
+    /// Audits a fingerprint made with the index's parameters. (Audio given
+    /// as audio is audited a little better: a copied part whose tuning the
+    /// rest of the query outvotes can then be re-folded at its own tuning.)
     pub fn check_fingerprint(&self, fp: &Fingerprint) -> Result<Report> {
+        self.check(fp, &[])
+    }
+
+    /// Audits `fp`, with the query's unfolded chroma `fine` if there is one.
+    fn check(&self, fp: &Fingerprint, fine: &[f32]) -> Result<Report> {
         if fp.params_hash != self.params.hash() {
             return Err(Error::new(
                 Stage::Audit,
@@ -276,11 +283,16 @@ impl<'a> Auditor<'a> {
             ));
         }
         let query = Sequences::from_fingerprint(fp, &self.params);
+        let mut refolds = Refolds {
+            fine,
+            params: &self.params,
+            cache: Vec::new(),
+        };
         let mut candidates = self.with_work(|w| {
             let votes = self.vote(fp, w);
             votes
                 .into_iter()
-                .map(|v| self.rerank(&query, v, &mut w.matrices, &mut w.scratch))
+                .map(|v| self.rerank(&query, v, &mut refolds, &mut w.matrices, &mut w.scratch))
                 .collect::<Vec<_>>()
         });
         candidates.sort_by(|a, b| b.best_score().total_cmp(&a.best_score()));
@@ -378,6 +390,7 @@ impl<'a> Auditor<'a> {
         &self,
         q: &Sequences,
         v: Vote,
+        refolds: &mut Refolds,
         matrices: &mut Matrices,
         scratch: &mut Scratch,
     ) -> Candidate {
@@ -407,9 +420,30 @@ impl<'a> Auditor<'a> {
                 best = (a, rot, norm);
             }
         }
+        // the query folded at the candidate's tuning, when the two differ:
+        // a copied part (spliced in, or mixed under other music) keeps its
+        // own tuning, which the rest of the query may outvote
+        let mut refolded = false;
+        let dt = (q.tuning_cents - c.tuning_cents + 50.0).rem_euclid(100.0) - 50.0;
+        if dt.abs() > REFOLD_CENTS {
+            if let Some(qc) = refolds.at(c.tuning_cents) {
+                for rot in best_rotations(qc, region, 2) {
+                    let (a, norm) = harmony_alignment(qc, region, nq, m, rot, matrices, scratch);
+                    if a.score > best.0.score {
+                        best = (a, rot, norm);
+                        refolded = true;
+                    }
+                }
+            }
+        }
         let (ha, rot, harmony) = best;
         let transpose = {
-            let t = rot as f32 + (q.tuning_cents - c.tuning_cents) / 100.0;
+            let fraction = if refolded {
+                0.0
+            } else {
+                (q.tuning_cents - c.tuning_cents) / 100.0
+            };
+            let t = rot as f32 + fraction;
             // to (-6, 6]
             let t = t.rem_euclid(12.0);
             if t > 6.0 {
@@ -491,6 +525,38 @@ impl<'a> Auditor<'a> {
     }
 }
 
+/// The query's CENS folded again at other tunings, made when first needed.
+struct Refolds<'a> {
+    /// The query's unfolded chroma (empty: no re-folding).
+    fine: &'a [f32],
+    params: &'a AnalysisParams,
+    /// (tuning in 5-cent steps, quantised CENS)
+    cache: Vec<(i32, Vec<u8>)>,
+}
+
+impl Refolds<'_> {
+    /// The query's CENS folded at `tuning` cents, if the query has unfolded
+    /// chroma.
+    fn at(&mut self, tuning: f32) -> Option<&[u8]> {
+        if self.fine.is_empty() {
+            return None;
+        }
+        let key = (tuning / 5.0).round() as i32;
+        let i = match self.cache.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                let energy = crate::chroma::fold(self.fine, key as f32 * 5.0);
+                let cens =
+                    crate::chroma::cens(&energy, self.params.cens_smooth, self.params.cens_down);
+                self.cache
+                    .push((key, crate::sequences::quantize_cens(&cens)));
+                self.cache.len() - 1
+            }
+        };
+        Some(&self.cache[i].1)
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Vote {
     item: usize,
@@ -550,6 +616,10 @@ const AUDIO_MID: f32 = 0.6;
 
 /// Leading embedding dimensions that hold the harmony part.
 const HARMONY_DIMS: usize = 7 * crate::embed::TIME_BANDS.len();
+
+/// Tuning difference (cents) beyond which the query is also folded at the
+/// candidate's tuning.
+const REFOLD_CENTS: f32 = 15.0;
 
 /// Up to this many cells, the query is aligned with the whole candidate.
 const WHOLE_ITEM_CELLS: usize = 35_000;

@@ -36,6 +36,38 @@ pub struct ChromaFeatures {
     pub chroma: Array2<f32>,
     /// CENS chroma (quantised, smoothed, downsampled, L2-normalised), frames × 12.
     pub cens: Array2<f32>,
+    /// The pitch-class energies on the 10-cent grid before folding,
+    /// frames × [`FINE_BINS`] (flat), so that a query can be folded again at
+    /// another recording's tuning ([`fold`]).
+    pub fine: Vec<f32>,
+}
+
+/// Bins per octave of the fine pitch-class grid (10 cents).
+pub const FINE_BINS: usize = FINE;
+
+/// Folds fine pitch-class energies (frames × [`FINE_BINS`], flat) into 12
+/// classes centred on `tuning` cents: triangular weights, one semitone
+/// half-width.
+pub fn fold(fine: &[f32], tuning: f32) -> Array2<f32> {
+    let n = fine.len() / FINE;
+    let mut weights = [[0.0f32; FINE]; 12];
+    for (k, row) in weights.iter_mut().enumerate() {
+        let centre = (k as f32 * 100.0 + tuning) / 10.0;
+        for (j, w) in row.iter_mut().enumerate() {
+            let mut d = (j as f32 - centre).rem_euclid(FINE as f32);
+            if d > FINE as f32 / 2.0 {
+                d = FINE as f32 - d;
+            }
+            *w = (1.0 - d / 10.0).max(0.0);
+        }
+    }
+    let mut energy = Array2::<f32>::zeros((n, 12));
+    for (t, f) in fine.chunks_exact(FINE).enumerate() {
+        for k in 0..12 {
+            energy[[t, k]] = f.iter().zip(&weights[k]).map(|(a, b)| a * b).sum();
+        }
+    }
+    energy
 }
 
 /// Accumulates spectral peaks frame by frame; [`ChromaAccumulator::finish`]
@@ -122,31 +154,12 @@ impl ChromaAccumulator {
             self.flush();
         }
         let tuning = self.tuning_cents();
-        let n = self.fine.len() / FINE;
-        // triangular weights of each fine bin for each class, centred on the
-        // tuned class centre, one semitone half-width
-        let mut weights = [[0.0f32; FINE]; 12];
-        for (k, row) in weights.iter_mut().enumerate() {
-            let centre = (k as f32 * 100.0 + tuning) / 10.0;
-            for (j, w) in row.iter_mut().enumerate() {
-                let mut d = (j as f32 - centre).rem_euclid(FINE as f32);
-                if d > FINE as f32 / 2.0 {
-                    d = FINE as f32 - d;
-                }
-                *w = (1.0 - d / 10.0).max(0.0);
-            }
-        }
-        let mut energy = Array2::<f32>::zeros((n, 12));
-        for (t, fine) in self.fine.chunks_exact(FINE).enumerate() {
-            for k in 0..12 {
-                let w = &weights[k];
-                energy[[t, k]] = fine.iter().zip(w).map(|(a, b)| a * b).sum();
-            }
-        }
+        let energy = fold(&self.fine, tuning);
         let chroma = log_chroma(&energy, self.gamma);
         let cens = cens(&energy, self.cens_smooth, self.cens_down);
         ChromaFeatures {
             tuning_cents: tuning,
+            fine: std::mem::take(&mut self.fine),
             chroma,
             cens,
         }

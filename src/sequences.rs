@@ -12,6 +12,13 @@ pub const UNVOICED: i16 = i16::MIN;
 /// Melody frames per second in [`Sequences::melody`].
 pub const MELODY_RATE: f64 = 10.0;
 
+/// CENS frames quantised as stored: each value × 255, rounded.
+pub fn quantize_cens(cens: &ndarray::Array2<f32>) -> Vec<u8> {
+    cens.iter()
+        .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect()
+}
+
 /// Quantised sequences of one track.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Sequences {
@@ -31,11 +38,7 @@ pub struct Sequences {
 impl Sequences {
     /// Derives the sequences from a fingerprint made with `params`.
     pub fn from_fingerprint(fp: &Fingerprint, params: &AnalysisParams) -> Self {
-        let cens: Vec<u8> = fp
-            .cens
-            .iter()
-            .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
-            .collect();
+        let cens = quantize_cens(&fp.cens);
         // bands: average chroma-rate frames down to the CENS rate
         let down = params.cens_down.max(1);
         let nb = fp.bands.ncols();
