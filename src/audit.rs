@@ -371,11 +371,17 @@ impl<'a> Auditor<'a> {
             let e = per_item.entry(item).or_insert(Vote {
                 item: item as usize,
                 votes: 0.0,
-                offset_s: 0.0,
+                offset_s: f32::INFINITY,
                 scale: 1.0,
+                scale_index: usize::MAX,
             });
-            if v > e.votes {
+            // ties go to the smaller offset and scale index, so the result
+            // does not depend on the hash map's (per-process) order
+            let key = (b as f32 * bin_s, si as usize % self.config.scales.len());
+            let current = (e.offset_s, e.scale_index);
+            if v > e.votes || (v == e.votes && (key.0, key.1) < current) {
                 e.votes = v;
+                e.scale_index = key.1;
                 e.offset_s = b as f32 * bin_s;
                 e.scale = self.config.scales[si as usize % self.config.scales.len()];
             }
@@ -563,6 +569,7 @@ struct Vote {
     votes: f32,
     offset_s: f32,
     scale: f64,
+    scale_index: usize,
 }
 
 fn sigmoid(x: f32) -> f32 {
