@@ -144,6 +144,24 @@ impl Candidate {
     pub fn best_score(&self) -> f32 {
         self.audio_score.max(self.melody_score)
     }
+
+    /// How far the candidate's better score stands above its threshold, in
+    /// log-odds (negative: below); ≥ 0 exactly when `t` flags it.
+    pub fn margin(&self, t: &Thresholds) -> f32 {
+        let logit = |p: f32| {
+            let p = p.clamp(1e-6, 1.0 - 1e-6) as f64;
+            (p / (1.0 - p)).ln()
+        };
+        let m = |s: f32, thr: f32| {
+            if s >= thr {
+                // crossing always counts, even where clamping ties the logits
+                (logit(s) - logit(thr)).max(0.0)
+            } else {
+                (logit(s) - logit(thr)).min(-1e-9)
+            }
+        };
+        m(self.audio_score, t.audio).max(m(self.melody_score, t.melody)) as f32
+    }
 }
 
 /// The result of auditing one query.
@@ -295,9 +313,16 @@ impl<'a> Auditor<'a> {
                 .map(|v| self.rerank(&query, v, &mut refolds, &mut w.matrices, &mut w.scratch))
                 .collect::<Vec<_>>()
         });
-        candidates.sort_by(|a, b| b.best_score().total_cmp(&a.best_score()));
-        candidates.truncate(self.config.top_k.max(1));
+        // the two scores have their own thresholds: rank by how far a
+        // candidate's better score stands above (or below) its threshold,
+        // in log-odds, so the first candidate flags if any does
         let t = self.thresholds().clone();
+        candidates.sort_by(|a, b| {
+            b.margin(&t)
+                .total_cmp(&a.margin(&t))
+                .then(a.item.cmp(&b.item))
+        });
+        candidates.truncate(self.config.top_k.max(1));
         let verdict = match candidates.first() {
             Some(c) if c.audio_score >= t.audio || c.melody_score >= t.melody => Verdict::Flag,
             _ => Verdict::Pass,
