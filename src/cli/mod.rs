@@ -7,6 +7,7 @@ mod fingerprint;
 mod index;
 mod inspect;
 mod progress;
+mod serve;
 mod summary;
 
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ enum Command {
     Index(index::Config),
     /// Audit audio files against an index: which ones copy a training item?
     Audit(audit::Config),
+    /// Serve checks over HTTP (JSON) for many workers sharing one index.
+    Serve(serve::Config),
     /// Show what Refrain sees in an audio file or a fingerprint file.
     Inspect {
         /// An audio file or a `.rfp` fingerprint file.
@@ -46,6 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Fingerprint(cfg) => fingerprint::run(&cfg),
         Command::Index(cfg) => index::run(&cfg),
         Command::Audit(cfg) => audit::run(&cfg),
+        Command::Serve(cfg) => serve::run(&cfg),
         Command::Inspect { file } => inspect::run(&file),
     }
 }
