@@ -7,6 +7,7 @@
 //! before the GIL is released, so the caller may change the array meanwhile.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use numpy::{PyArrayDyn, PyArrayMethods};
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
@@ -155,9 +156,7 @@ impl Index {
     /// `IndexBuilder.build(path)`).
     #[staticmethod]
     fn open(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        let ix = py
-            .detach(|| index::Index::open(&path))
-            .map_err(py_err)?;
+        let ix = py.detach(|| index::Index::open(&path)).map_err(py_err)?;
         Ok(Index {
             inner: Arc::new(ix),
         })
@@ -340,12 +339,12 @@ struct Auditor {
 }
 
 impl Auditor {
-    fn check_one(&self, s: &Samples, rate: u32) -> refrain_lib::Result<Report> {
-        audit::Auditor::with_config(&self.index, self.config.clone()).check_samples(
-            &s.data,
-            rate,
-            s.channels,
-        )
+    /// One check and the time it took inside the library, ms.
+    fn check_one(&self, s: &Samples, rate: u32) -> (refrain_lib::Result<Report>, f64) {
+        let t = Instant::now();
+        let r = audit::Auditor::with_config(&self.index, self.config.clone())
+            .check_samples(&s.data, rate, s.channels);
+        (r, t.elapsed().as_secs_f64() * 1e3)
     }
 }
 
@@ -353,11 +352,16 @@ impl Auditor {
 impl Auditor {
     /// Audits one clip: `samples` of shape `(n,)` (mono) or `(n, channels)`,
     /// float32 or float64, at any `sample_rate`. Returns a `Verdict`.
-    fn check(&self, py: Python<'_>, samples: &Bound<'_, PyAny>, sample_rate: i64) -> PyResult<Verdict> {
+    fn check(
+        &self,
+        py: Python<'_>,
+        samples: &Bound<'_, PyAny>,
+        sample_rate: i64,
+    ) -> PyResult<Verdict> {
         let rate = check_rate(sample_rate)?;
         let s = clip_samples(samples, "samples")?;
-        let report = py.detach(|| self.check_one(&s, rate)).map_err(py_err)?;
-        Ok(Verdict::new(report, None))
+        let (report, ms) = py.detach(|| self.check_one(&s, rate));
+        Ok(Verdict::new(report.map_err(py_err)?, None, ms))
     }
 
     /// Audits many clips in parallel (all cores): a list of clips (each as
@@ -389,7 +393,7 @@ impl Auditor {
             .enumerate()
             .map(|(i, c)| clip_samples(c, &format!("clip {i}")))
             .collect::<PyResult<_>>()?;
-        let reports: Vec<refrain_lib::Result<Report>> = py.detach(|| {
+        let reports: Vec<(refrain_lib::Result<Report>, f64)> = py.detach(|| {
             samples
                 .par_iter()
                 .map(|s| self.check_one(s, rate))
@@ -398,8 +402,8 @@ impl Auditor {
         reports
             .into_iter()
             .enumerate()
-            .map(|(i, r)| match r {
-                Ok(r) => Ok(Verdict::new(r, None)),
+            .map(|(i, (r, ms))| match r {
+                Ok(r) => Ok(Verdict::new(r, None, ms)),
                 Err(e) => Err(PyValueError::new_err(format!("clip {i}: {e}"))),
             })
             .collect()
@@ -449,8 +453,8 @@ struct Stream {
     inner: StreamChecker,
 }
 
-fn stream_verdict(c: StreamCheck) -> Verdict {
-    Verdict::new(c.report, Some((c.window_start_s, c.window_end_s)))
+fn stream_verdict(c: StreamCheck, ms: f64) -> Verdict {
+    Verdict::new(c.report, Some((c.window_start_s, c.window_end_s)), ms)
 }
 
 #[pymethods]
@@ -472,11 +476,13 @@ impl Stream {
             inner,
             ..
         } = self;
+        let t = Instant::now();
         let r = py.detach(|| {
             let a = audit::Auditor::with_config(index, config.clone());
             inner.push(&a, &s.data)
         });
-        Ok(r.map_err(py_err)?.map(stream_verdict))
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        Ok(r.map_err(py_err)?.map(|c| stream_verdict(c, ms)))
     }
 
     /// Checks the audio that arrived since the last check (call it when the
@@ -488,17 +494,23 @@ impl Stream {
             inner,
             ..
         } = self;
+        let t = Instant::now();
         let r = py.detach(|| {
             let a = audit::Auditor::with_config(index, config.clone());
             inner.finish(&a)
         });
-        Ok(r.map_err(py_err)?.map(stream_verdict))
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        Ok(r.map_err(py_err)?.map(|c| stream_verdict(c, ms)))
     }
 
     /// The first flagged check of the stream, or None.
     #[getter]
     fn first_flag(&self) -> Option<Verdict> {
-        self.inner.first_flag().cloned().map(stream_verdict)
+        // the time of the call that found it is not kept
+        self.inner
+            .first_flag()
+            .cloned()
+            .map(|c| stream_verdict(c, f64::NAN))
     }
 
     /// Seconds of audio pushed so far.
@@ -561,11 +573,16 @@ impl Candidate {
 struct Verdict {
     report: Report,
     window: Option<(f64, f64)>,
+    elapsed_ms: f64,
 }
 
 impl Verdict {
-    fn new(report: Report, window: Option<(f64, f64)>) -> Self {
-        Verdict { report, window }
+    fn new(report: Report, window: Option<(f64, f64)>, elapsed_ms: f64) -> Self {
+        Verdict {
+            report,
+            window,
+            elapsed_ms,
+        }
     }
 
     fn best<T>(&self, f: impl FnOnce(&audit::Candidate) -> T) -> Option<T> {
@@ -661,6 +678,13 @@ impl Verdict {
     #[getter]
     fn window(&self) -> Option<(f64, f64)> {
         self.window
+    }
+    /// Milliseconds the check took inside the library (resampling,
+    /// analysis, search, alignment), without the Python call around it; for
+    /// a stream, the whole `push` or `finish` call; NaN for `first_flag`.
+    #[getter]
+    fn elapsed_ms(&self) -> f64 {
+        self.elapsed_ms
     }
     /// Every candidate, best first.
     #[getter]

@@ -41,6 +41,7 @@ def test_a_copy_is_flagged_with_its_evidence(auditor):
     assert abs(v.duration_s - 10.0) < 0.01
     assert v.window is None
     assert v.candidates[0].path == v.match
+    assert 0.0 < v.elapsed_ms < 60_000.0
 
 
 def test_transposed_and_faster_stereo_copy_at_another_rate(auditor):
