@@ -118,14 +118,7 @@ fn clip_samples(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Samples> {
     if data.is_empty() {
         return Err(PyValueError::new_err(format!("{what} holds no samples")));
     }
-    if let Some(i) = data.iter().position(|x| !x.is_finite()) {
-        return Err(PyValueError::new_err(format!(
-            "{what}: sample {} of channel {} is {} (samples must be finite)",
-            i / channels,
-            i % channels,
-            data[i]
-        )));
-    }
+    // NaN and infinities are refused by the library, with the GIL released
     Ok(Samples {
         data,
         channels: channels as u16,
