@@ -457,10 +457,9 @@ impl Stream {
     fn push(&mut self, py: Python<'_>, chunk: &Bound<'_, PyAny>) -> PyResult<Option<Verdict>> {
         let s = clip_samples(chunk, "chunk")?;
         if usize::from(s.channels) != self.channels {
-            // a mono (n,) chunk for a 1-channel stream is the only 1-D form
             return Err(PyValueError::new_err(format!(
-                "chunk has {} channel(s), the stream {}",
-                s.channels, self.channels
+                "chunk has {} channel(s) but the stream was opened for {}: pass shape (n, {})",
+                s.channels, self.channels, self.channels
             )));
         }
         let Stream {
