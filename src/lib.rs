@@ -33,6 +33,7 @@ pub mod report;
 pub mod search;
 pub mod sequences;
 pub mod stft;
+pub mod stream;
 pub mod synth;
 
 pub use error::{Error, ErrorKind, Result, Stage};

@@ -395,3 +395,277 @@ fn calibrate_eval_and_memorization_end_to_end() {
     assert_eq!(either("reference"), "0", "{rows}");
     assert!(out.contains("generated − reference"), "{out}");
 }
+
+/// A running `refrain serve`, stopped with SIGTERM when dropped.
+struct Server {
+    child: std::process::Child,
+    addr: String,
+    stderr: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
+}
+
+impl Server {
+    fn start(index: &Path, extra: &[&str]) -> Server {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_refrain"))
+            .args(["serve", "--index", index.to_str().unwrap()])
+            .args(["--addr", "127.0.0.1:0"])
+            .args(extra)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("refrain serve starts");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let first = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the server says where it listens");
+        let addr = first
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{first}"))
+            .to_string();
+        Server {
+            child,
+            addr,
+            stderr: std::sync::Mutex::new(rx),
+        }
+    }
+
+    /// One HTTP/1.1 request; returns the status and the body.
+    fn request(&self, method: &str, target: &str, body: &[u8]) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        // a refused upload is answered once the limit is passed, and the
+        // rest of it may meet a closed connection
+        let _ = s.write_all(body);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let out = text(&out);
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP answer: {out:?}"));
+        let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+        (status, body.to_string())
+    }
+
+    fn json(&self, method: &str, target: &str, body: &[u8]) -> (u16, serde_json::Value) {
+        let (status, b) = self.request(method, target, body);
+        let v = serde_json::from_str(&b).unwrap_or_else(|e| panic!("{e}: {b}"));
+        (status, v)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit.
+    fn stop(mut self) -> Vec<String> {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let t = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{status:?}");
+                break;
+            }
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(20),
+                "no exit after SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // the reader thread ends with the process
+        let rx = self.stderr.lock().unwrap();
+        let mut lines = Vec::new();
+        while let Ok(l) = rx.recv_timeout(std::time::Duration::from_secs(5)) {
+            lines.push(l);
+        }
+        lines
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn serve_answers_checks_over_http_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train");
+    std::fs::create_dir_all(&train).unwrap();
+    let rate = 22_050u32;
+    for seed in 1..=4u64 {
+        write_wav(
+            &train.join(format!("song{seed}.wav")),
+            &piece(seed, 16, rate),
+            rate,
+        );
+    }
+    let index = dir.path().join("index");
+    let o = refrain(&[
+        "index",
+        train.to_str().unwrap(),
+        "--out",
+        index.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let server = Server::start(&index, &["--max-body-mb", "3", "--workers", "2"]);
+
+    let (status, health) = server.json("GET", "/healthz", b"");
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["items"], 4);
+
+    // a WAV file's bytes: 12 s of song 3 from its 4 s mark
+    let song3 = piece(3, 16, rate);
+    let r = rate as usize;
+    let wav = synth::wav_bytes(&song3[4 * r..16 * r], rate);
+    let (status, v) = server.json("POST", "/v1/check", &wav);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["verdict"], "flag", "{v}");
+    let best = &v["candidates"][0];
+    assert!(best["path"].as_str().unwrap().ends_with("song3.wav"), "{v}");
+    let located = best["match_start_s"].as_f64().unwrap() - best["query_start_s"].as_f64().unwrap();
+    assert!((located - 4.0).abs() <= 1.0, "{v}");
+    assert!(v["thresholds"]["audio"].is_number() && v["elapsed_ms"].is_number());
+
+    // raw float32 PCM, stereo at 32 kHz: the same music, and an original
+    let pcm = |x: &[f32]| -> Vec<u8> {
+        x.iter()
+            .flat_map(|&s| [s, 0.5 * s])
+            .flat_map(f32::to_le_bytes)
+            .collect()
+    };
+    let copy32 = &piece(3, 16, 32_000)[4 * 32_000..14 * 32_000];
+    let (status, v) = server.json(
+        "POST",
+        "/v1/check?sample_rate=32000&channels=2",
+        &pcm(copy32),
+    );
+    assert_eq!((status, v["verdict"].as_str()), (200, Some("flag")), "{v}");
+    let original = &piece(88, 8, 32_000)[..10 * 32_000];
+    let (status, v) = server.json(
+        "POST",
+        "/v1/check?sample_rate=32000&channels=2",
+        &pcm(original),
+    );
+    assert_eq!((status, v["verdict"].as_str()), (200, Some("pass")), "{v}");
+
+    // bad input: a clear 4xx with the reason, never a crash
+    let nan: Vec<u8> = [0.1f32, f32::NAN]
+        .iter()
+        .flat_map(|s| s.to_le_bytes())
+        .collect();
+    for (target, body, want, says) in [
+        (
+            "/v1/check",
+            b"not audio at all".to_vec(),
+            400,
+            "unsupported format",
+        ),
+        (
+            "/v1/check?sample_rate=22050",
+            b"abc".to_vec(),
+            400,
+            "whole number",
+        ),
+        ("/v1/check?sample_rate=22050", nan, 400, "NaN"),
+        ("/v1/check?sample_rate=fast", vec![0; 8], 400, "sample_rate"),
+        ("/v1/check?sample_rate=5", vec![0; 8], 400, "outside"),
+    ] {
+        let (status, b) = server.request("POST", target, &body);
+        assert_eq!(status, want, "{target}: {b}");
+        assert!(b.contains(says), "{target}: {b}");
+    }
+    let (status, b) = server.request("POST", "/v1/check", &vec![0; 4_000_000]);
+    assert_eq!(status, 413, "{b}");
+    assert!(b.contains("length limit"), "{b}");
+    let (status, _) = server.request("GET", "/v1/check", b"");
+    assert_eq!(status, 405);
+
+    // eight clients at once against two workers: all answered
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| server.json("POST", "/v1/check", &wav)))
+            .collect();
+        for h in hs {
+            let (status, v) = h.join().unwrap();
+            assert_eq!((status, v["verdict"].as_str()), (200, Some("flag")), "{v}");
+        }
+    });
+
+    let (status, m) = server.request("GET", "/metrics", b"");
+    assert_eq!(status, 200);
+    for line in [
+        "refrain_checks_total{outcome=\"flag\"} 10",
+        "refrain_checks_total{outcome=\"pass\"} 1",
+        "refrain_checks_total{outcome=\"bad_request\"} 5",
+        "refrain_checks_total{outcome=\"too_large\"} 1",
+        "refrain_check_seconds_count 11",
+        "refrain_checks_in_flight 0",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} in\n{m}");
+    }
+    let log = server.stop();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("stopped; 10 flagged, 1 passed")),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn serve_times_out_slow_checks_and_refuses_a_missing_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = refrain(&[
+        "serve",
+        "--index",
+        dir.path().join("none").to_str().unwrap(),
+        "--addr",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("no index here"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    let train = dir.path().join("train");
+    std::fs::create_dir_all(&train).unwrap();
+    write_wav(&train.join("a.wav"), &piece(1, 8, 22_050), 22_050);
+    let index = dir.path().join("index");
+    assert!(refrain(&[
+        "index",
+        train.to_str().unwrap(),
+        "--out",
+        index.to_str().unwrap()
+    ])
+    .status
+    .success());
+    // a deadline no check can meet: 60 s of audio in 1 ms
+    let server = Server::start(&index, &["--timeout-s", "0.001", "--workers", "1"]);
+    let long = piece(2, 30, 22_050);
+    let (status, v) = server.json("POST", "/v1/check", &synth::wav_bytes(&long, 22_050));
+    assert!(status == 504 || status == 503, "{status} {v}");
+    assert!(v["error"].as_str().unwrap().contains("deadline"), "{v}");
+    server.stop();
+}

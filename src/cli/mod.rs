@@ -10,6 +10,7 @@ mod index;
 mod inspect;
 mod memorization;
 mod progress;
+mod serve;
 mod summary;
 
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ enum Command {
     Eval(eval::Config),
     /// Memorization rate of a model's outputs against a reference (null) set.
     Memorization(memorization::Config),
+    /// Serve checks over HTTP (JSON) for many workers sharing one index.
+    Serve(serve::Config),
     /// Show what Refrain sees in an audio file or a fingerprint file.
     Inspect {
         /// An audio file or a `.rfp` fingerprint file.
@@ -59,6 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Calibrate(cfg) => calibrate::run(&cfg),
         Command::Eval(cfg) => eval::run(&cfg),
         Command::Memorization(cfg) => memorization::run(&cfg),
+        Command::Serve(cfg) => serve::run(&cfg),
         Command::Inspect { file } => inspect::run(&file),
     }
 }

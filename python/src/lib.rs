@@ -1,0 +1,744 @@
+//! Python bindings of Refrain (the `refrain._refrain` extension module).
+//!
+//! The objects are thin: an [`Index`] holds the opened index behind an
+//! `Arc`, an [`Auditor`] builds a library auditor per call (cheap: the
+//! per-thread scratch buffers live in the library), and every call releases
+//! the GIL while it works. Samples are copied out of the caller's array
+//! before the GIL is released, so the caller may change the array meanwhile.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use numpy::{PyArrayDyn, PyArrayMethods};
+use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use rayon::prelude::*;
+use refrain_lib::analysis::Analyzer;
+use refrain_lib::audit::{self, AuditConfig, Report};
+use refrain_lib::index::{self, Thresholds};
+use refrain_lib::stream::{StreamCheck, StreamChecker, StreamConfig};
+use refrain_lib::{decode, AnalysisParams, ErrorKind};
+
+/// Maps a library error to the Python exception a caller expects: bad input
+/// is a `ValueError`, a missing file `FileNotFoundError`, other I/O
+/// `OSError`, and an index of another version or parameters `RuntimeError`.
+fn py_err(e: refrain_lib::Error) -> PyErr {
+    let msg = e.to_string();
+    match &e.kind {
+        ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+            PyFileNotFoundError::new_err(msg)
+        }
+        ErrorKind::Io(_) => PyOSError::new_err(msg),
+        ErrorKind::InvalidInput(_)
+        | ErrorKind::Empty(_)
+        | ErrorKind::Limit(_)
+        | ErrorKind::Unsupported(_)
+        | ErrorKind::Corrupt(_) => PyValueError::new_err(msg),
+        ErrorKind::Version { .. } | ErrorKind::Params { .. } => PyRuntimeError::new_err(msg),
+    }
+}
+
+/// Interleaved `f32` samples and their channel count, copied out of any
+/// float array-like of shape `(n,)` or `(n, channels)`.
+struct Samples {
+    data: Vec<f32>,
+    channels: u16,
+}
+
+/// Most channels accepted; more is almost surely a `(channels, n)` array.
+const MAX_CHANNELS: usize = 64;
+
+fn as_float_array<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyAny>> {
+    let np = PyModule::import(obj.py(), "numpy")?;
+    let arr = np.call_method1("asarray", (obj,)).map_err(|e| {
+        PyTypeError::new_err(format!(
+            "{what} must be a float array or a sequence of floats ({e})"
+        ))
+    })?;
+    let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
+    let name: String = arr.getattr("dtype")?.getattr("name")?.extract()?;
+    match (kind.as_str(), name.as_str()) {
+        ("f", "float32") | ("f", "float64") => Ok(arr),
+        ("f", _) => arr.call_method1("astype", ("float32",)),
+        _ => Err(PyTypeError::new_err(format!(
+            "{what} must be float32 or float64 samples in [-1, 1], got dtype {name} \
+             (for 16-bit PCM, divide by 32768.0)"
+        ))),
+    }
+}
+
+/// Copies an array's elements in logical (C) order as `f32`.
+fn copy_f32(arr: &Bound<'_, PyAny>) -> PyResult<Vec<f32>> {
+    if let Ok(a) = arr.cast::<PyArrayDyn<f32>>() {
+        let r = a.readonly();
+        return Ok(match r.as_slice() {
+            Ok(s) => s.to_vec(),
+            Err(_) => r.as_array().iter().copied().collect(),
+        });
+    }
+    if let Ok(a) = arr.cast::<PyArrayDyn<f64>>() {
+        let r = a.readonly();
+        return Ok(match r.as_slice() {
+            Ok(s) => s.iter().map(|&x| x as f32).collect(),
+            Err(_) => r.as_array().iter().map(|&x| x as f32).collect(),
+        });
+    }
+    Err(PyTypeError::new_err("samples must be float32 or float64"))
+}
+
+/// Samples of one clip: shape `(n,)` (mono) or `(n, channels)`.
+fn clip_samples(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Samples> {
+    let arr = as_float_array(obj, what)?;
+    let shape: Vec<usize> = arr.getattr("shape")?.extract()?;
+    let channels = match shape.as_slice() {
+        [_] => 1,
+        [n, c] => {
+            if *c == 0 || *c > MAX_CHANNELS {
+                let hint = if *n <= MAX_CHANNELS {
+                    " (an array of shape (channels, n) must be transposed: pass x.T)"
+                } else {
+                    ""
+                };
+                return Err(PyValueError::new_err(format!(
+                    "{what} has shape ({n}, {c}): expected (n,) or (n, channels) with 1 to \
+                     {MAX_CHANNELS} channels{hint}"
+                )));
+            }
+            *c
+        }
+        s => {
+            return Err(PyValueError::new_err(format!(
+                "{what} has {} dimensions: expected shape (n,) or (n, channels)",
+                s.len()
+            )))
+        }
+    };
+    let data = copy_f32(&arr)?;
+    if data.is_empty() {
+        return Err(PyValueError::new_err(format!("{what} holds no samples")));
+    }
+    // NaN and infinities are refused by the library, with the GIL released
+    Ok(Samples {
+        data,
+        channels: channels as u16,
+    })
+}
+
+fn check_rate(sample_rate: i64) -> PyResult<u32> {
+    let lo = i64::from(decode::MIN_SAMPLE_RATE);
+    let hi = i64::from(decode::MAX_SAMPLE_RATE);
+    if (lo..=hi).contains(&sample_rate) {
+        Ok(sample_rate as u32)
+    } else {
+        Err(PyValueError::new_err(format!(
+            "sample_rate {sample_rate} Hz is outside {lo}..={hi} Hz"
+        )))
+    }
+}
+
+/// A training-set index, opened once and shared by its auditors.
+#[pyclass(module = "refrain", frozen)]
+struct Index {
+    inner: Arc<index::Index>,
+}
+
+#[pymethods]
+impl Index {
+    /// Opens the index directory written by `refrain index` (or
+    /// `IndexBuilder.build(path)`).
+    #[staticmethod]
+    fn open(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+        let ix = py.detach(|| index::Index::open(&path)).map_err(py_err)?;
+        Ok(Index {
+            inner: Arc::new(ix),
+        })
+    }
+
+    /// An auditor over this index. Thresholds default to the index's own.
+    #[pyo3(signature = (*, top_k = 5, audio_threshold = None, melody_threshold = None))]
+    fn auditor(
+        &self,
+        top_k: usize,
+        audio_threshold: Option<f32>,
+        melody_threshold: Option<f32>,
+    ) -> PyResult<Auditor> {
+        let mut t: Thresholds = self.inner.manifest.thresholds.clone();
+        for (name, v) in [("audio", audio_threshold), ("melody", melody_threshold)] {
+            if let Some(v) = v {
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(PyValueError::new_err(format!(
+                        "{name}_threshold {v} is outside [0, 1]"
+                    )));
+                }
+            }
+        }
+        if audio_threshold.is_some() || melody_threshold.is_some() {
+            t.audio = audio_threshold.unwrap_or(t.audio);
+            t.melody = melody_threshold.unwrap_or(t.melody);
+            t.method = "caller".into();
+        }
+        Ok(Auditor {
+            index: self.inner.clone(),
+            config: AuditConfig {
+                top_k: top_k.max(1),
+                thresholds: Some(t),
+                ..AuditConfig::default()
+            },
+        })
+    }
+
+    /// Number of training items.
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Hours of training audio.
+    #[getter]
+    fn hours(&self) -> f64 {
+        self.inner.hours()
+    }
+
+    /// The items' paths as given at index time, by item id.
+    #[getter]
+    fn paths(&self) -> Vec<String> {
+        self.inner
+            .manifest
+            .items
+            .iter()
+            .map(|i| i.path.clone())
+            .collect()
+    }
+
+    /// The index's default thresholds.
+    #[getter]
+    fn thresholds<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        thresholds_dict(py, &self.inner.manifest.thresholds)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<refrain.Index: {} items, {:.2} h>",
+            self.inner.len(),
+            self.inner.hours()
+        )
+    }
+}
+
+fn thresholds_dict<'py>(py: Python<'py>, t: &Thresholds) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("audio", t.audio)?;
+    d.set_item("melody", t.melody)?;
+    d.set_item("method", &t.method)?;
+    d.set_item("target_fpr", t.target_fpr)?;
+    Ok(d)
+}
+
+/// Builds an index from samples held in memory (for tests, or a training
+/// set already loaded in Python). `refrain index` does the same from files.
+#[pyclass(module = "refrain")]
+struct IndexBuilder {
+    inner: Option<index::IndexBuilder>,
+    analyzer: Analyzer,
+}
+
+#[pymethods]
+impl IndexBuilder {
+    #[new]
+    fn new() -> Self {
+        let p = AnalysisParams::default();
+        IndexBuilder {
+            inner: Some(index::IndexBuilder::new(&p)),
+            analyzer: Analyzer::new(&p),
+        }
+    }
+
+    /// Fingerprints one training item (`(n,)` or `(n, channels)` floats at
+    /// `sample_rate`) and adds it under `name`. Returns False when the same
+    /// samples were already added.
+    fn add(
+        &mut self,
+        py: Python<'_>,
+        name: &str,
+        samples: &Bound<'_, PyAny>,
+        sample_rate: i64,
+    ) -> PyResult<bool> {
+        let rate = check_rate(sample_rate)?;
+        let s = clip_samples(samples, "samples")?;
+        let builder = self
+            .inner
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("this builder was already built"))?;
+        let mut h = blake3::Hasher::new();
+        h.update(&rate.to_le_bytes());
+        h.update(&s.channels.to_le_bytes());
+        for x in &s.data {
+            h.update(&x.to_le_bytes());
+        }
+        let hash = h.finalize().to_hex().to_string();
+        if builder.contains(&hash) {
+            return Ok(false);
+        }
+        let analyzer = &mut self.analyzer;
+        let fp = py
+            .detach(|| {
+                let target = analyzer.params().sample_rate;
+                let audio = decode::from_interleaved(&s.data, rate, s.channels, target)?;
+                analyzer.analyze(&audio)
+            })
+            .map_err(py_err)?;
+        builder.add(name, &hash, &fp).map_err(py_err)?;
+        Ok(true)
+    }
+
+    /// Number of items added.
+    fn __len__(&self) -> usize {
+        self.inner.as_ref().map_or(0, |b| b.len())
+    }
+
+    /// Builds the index; with `path`, also writes it there (as `refrain
+    /// index --out path` would), so `Index.open(path)` reads it back.
+    #[pyo3(signature = (path = None))]
+    fn build(&mut self, py: Python<'_>, path: Option<std::path::PathBuf>) -> PyResult<Index> {
+        let b = self
+            .inner
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("this builder was already built"))?;
+        if b.is_empty() {
+            self.inner = Some(b);
+            return Err(PyValueError::new_err("no item was added: nothing to build"));
+        }
+        let ix = py
+            .detach(|| {
+                let mut ix = b.build();
+                if let Some(p) = &path {
+                    ix.save(p)?;
+                }
+                Ok(ix)
+            })
+            .map_err(py_err)?;
+        Ok(Index {
+            inner: Arc::new(ix),
+        })
+    }
+}
+
+/// Checks clips against one index. Thread-safe: share one auditor between
+/// threads; each call releases the GIL while it works.
+#[pyclass(module = "refrain", frozen)]
+struct Auditor {
+    index: Arc<index::Index>,
+    config: AuditConfig,
+}
+
+impl Auditor {
+    /// One check and the time it took inside the library, ms.
+    fn check_one(&self, s: &Samples, rate: u32) -> (refrain_lib::Result<Report>, f64) {
+        let t = Instant::now();
+        let r = audit::Auditor::with_config(&self.index, self.config.clone())
+            .check_samples(&s.data, rate, s.channels);
+        (r, t.elapsed().as_secs_f64() * 1e3)
+    }
+}
+
+#[pymethods]
+impl Auditor {
+    /// Audits one clip: `samples` of shape `(n,)` (mono) or `(n, channels)`,
+    /// float32 or float64, at any `sample_rate`. Returns a `Verdict`.
+    fn check(
+        &self,
+        py: Python<'_>,
+        samples: &Bound<'_, PyAny>,
+        sample_rate: i64,
+    ) -> PyResult<Verdict> {
+        let rate = check_rate(sample_rate)?;
+        let s = clip_samples(samples, "samples")?;
+        let (report, ms) = py.detach(|| self.check_one(&s, rate));
+        Ok(Verdict::new(report.map_err(py_err)?, None, ms))
+    }
+
+    /// Audits many clips in parallel (all cores): a list of clips (each as
+    /// for `check`), or an array of shape `(batch, n)` (mono) or `(batch, n,
+    /// channels)`. Returns one `Verdict` per clip, in order.
+    fn check_batch(
+        &self,
+        py: Python<'_>,
+        clips: &Bound<'_, PyAny>,
+        sample_rate: i64,
+    ) -> PyResult<Vec<Verdict>> {
+        let rate = check_rate(sample_rate)?;
+        let items: Vec<Bound<'_, PyAny>> = if clips.is_instance_of::<PyList>()
+            || clips.is_instance_of::<pyo3::types::PyTuple>()
+        {
+            clips.try_iter()?.collect::<PyResult<_>>()?
+        } else {
+            let arr = as_float_array(clips, "clips")?;
+            let ndim: usize = arr.getattr("ndim")?.extract()?;
+            if !(2..=3).contains(&ndim) {
+                return Err(PyValueError::new_err(format!(
+                    "clips as an array must have shape (batch, n) or (batch, n, channels), got {ndim} dimension(s); pass a list for clips of different lengths"
+                )));
+            }
+            arr.try_iter()?.collect::<PyResult<_>>()?
+        };
+        let samples: Vec<Samples> = items
+            .iter()
+            .enumerate()
+            .map(|(i, c)| clip_samples(c, &format!("clip {i}")))
+            .collect::<PyResult<_>>()?;
+        let reports: Vec<(refrain_lib::Result<Report>, f64)> = py.detach(|| {
+            samples
+                .par_iter()
+                .map(|s| self.check_one(s, rate))
+                .collect()
+        });
+        reports
+            .into_iter()
+            .enumerate()
+            .map(|(i, (r, ms))| match r {
+                Ok(r) => Ok(Verdict::new(r, None, ms)),
+                Err(e) => Err(PyValueError::new_err(format!("clip {i}: {e}"))),
+            })
+            .collect()
+    }
+
+    /// A stream checker for audio as it is generated: `push` chunks of
+    /// shape `(n,)` or `(n, channels)`; the last `window_s` seconds are
+    /// re-checked every `every_s` seconds of new audio.
+    #[pyo3(signature = (sample_rate, channels = 1, *, window_s = 10.0, every_s = 5.0))]
+    fn stream(
+        &self,
+        sample_rate: i64,
+        channels: usize,
+        window_s: f64,
+        every_s: f64,
+    ) -> PyResult<Stream> {
+        let rate = check_rate(sample_rate)?;
+        if channels == 0 || channels > MAX_CHANNELS {
+            return Err(PyValueError::new_err(format!(
+                "channels {channels} is outside 1..={MAX_CHANNELS}"
+            )));
+        }
+        let inner = StreamChecker::new(rate, channels as u16, StreamConfig { window_s, every_s })
+            .map_err(py_err)?;
+        Ok(Stream {
+            index: self.index.clone(),
+            config: self.config.clone(),
+            channels,
+            inner,
+        })
+    }
+
+    /// The thresholds in force.
+    #[getter]
+    fn thresholds<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let a = audit::Auditor::with_config(&self.index, self.config.clone());
+        thresholds_dict(py, a.thresholds())
+    }
+}
+
+/// A stream being checked while it is generated (see `Auditor.stream`).
+#[pyclass(module = "refrain")]
+struct Stream {
+    index: Arc<index::Index>,
+    config: AuditConfig,
+    channels: usize,
+    inner: StreamChecker,
+}
+
+fn stream_verdict(c: StreamCheck, ms: f64) -> Verdict {
+    Verdict::new(c.report, Some((c.window_start_s, c.window_end_s)), ms)
+}
+
+#[pymethods]
+impl Stream {
+    /// Appends a chunk and runs the checks that became due. Returns the
+    /// first flagged check of this call, else the last check run, else None.
+    fn push(&mut self, py: Python<'_>, chunk: &Bound<'_, PyAny>) -> PyResult<Option<Verdict>> {
+        let s = clip_samples(chunk, "chunk")?;
+        if usize::from(s.channels) != self.channels {
+            return Err(PyValueError::new_err(format!(
+                "chunk has {} channel(s) but the stream was opened for {}: pass shape (n, {})",
+                s.channels, self.channels, self.channels
+            )));
+        }
+        let Stream {
+            index,
+            config,
+            inner,
+            ..
+        } = self;
+        let t = Instant::now();
+        let r = py.detach(|| {
+            let a = audit::Auditor::with_config(index, config.clone());
+            inner.push(&a, &s.data)
+        });
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        Ok(r.map_err(py_err)?.map(|c| stream_verdict(c, ms)))
+    }
+
+    /// Checks the audio that arrived since the last check (call it when the
+    /// generator is done). None when nothing did.
+    fn finish(&mut self, py: Python<'_>) -> PyResult<Option<Verdict>> {
+        let Stream {
+            index,
+            config,
+            inner,
+            ..
+        } = self;
+        let t = Instant::now();
+        let r = py.detach(|| {
+            let a = audit::Auditor::with_config(index, config.clone());
+            inner.finish(&a)
+        });
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        Ok(r.map_err(py_err)?.map(|c| stream_verdict(c, ms)))
+    }
+
+    /// The first flagged check of the stream, or None.
+    #[getter]
+    fn first_flag(&self) -> Option<Verdict> {
+        // the time of the call that found it is not kept
+        self.inner
+            .first_flag()
+            .cloned()
+            .map(|c| stream_verdict(c, f64::NAN))
+    }
+
+    /// Seconds of audio pushed so far.
+    #[getter]
+    fn duration_s(&self) -> f64 {
+        self.inner.duration_s()
+    }
+}
+
+/// One candidate training item with its scores and evidence.
+#[pyclass(module = "refrain", frozen, get_all)]
+#[derive(Clone)]
+struct Candidate {
+    /// Item id in the index.
+    item: usize,
+    /// The item's path as given at index time.
+    path: String,
+    /// Same recording, transformed: 0–1.
+    audio_score: f32,
+    /// Same melody or harmony, any timbre, key or tempo: 0–1.
+    melody_score: f32,
+    /// Matched range in the query (stream time for a stream), seconds.
+    query_start_s: f32,
+    /// End of the matched range in the query, seconds.
+    query_end_s: f32,
+    /// Matched range in the training item, seconds.
+    match_start_s: f32,
+    /// End of the matched range in the training item, seconds.
+    match_end_s: f32,
+    /// Query pitch minus match pitch, semitones.
+    transpose_semitones: f32,
+    /// Query tempo / match tempo.
+    tempo_ratio: f32,
+}
+
+#[pymethods]
+impl Candidate {
+    fn __repr__(&self) -> String {
+        format!(
+            "<refrain.Candidate {} audio {:.3} melody {:.3}: query {:.1}-{:.1} s = match {:.1}-{:.1} s, {:+.1} st, tempo x{:.3}>",
+            self.path,
+            self.audio_score,
+            self.melody_score,
+            self.query_start_s,
+            self.query_end_s,
+            self.match_start_s,
+            self.match_end_s,
+            self.transpose_semitones,
+            self.tempo_ratio
+        )
+    }
+}
+
+/// The result of a check: pass or flag, both scores, and the evidence.
+///
+/// The score and evidence attributes describe the best candidate (None
+/// when the index offered no candidate); `candidates` lists all, best first.
+#[pyclass(module = "refrain", frozen)]
+#[derive(Clone)]
+struct Verdict {
+    report: Report,
+    window: Option<(f64, f64)>,
+    elapsed_ms: f64,
+}
+
+impl Verdict {
+    fn new(report: Report, window: Option<(f64, f64)>, elapsed_ms: f64) -> Self {
+        Verdict {
+            report,
+            window,
+            elapsed_ms,
+        }
+    }
+
+    fn best<T>(&self, f: impl FnOnce(&audit::Candidate) -> T) -> Option<T> {
+        self.report.best().map(f)
+    }
+}
+
+#[pymethods]
+impl Verdict {
+    /// True when a score crossed its threshold: the clip copies `match`.
+    #[getter]
+    fn flagged(&self) -> bool {
+        self.report.verdict == audit::Verdict::Flag
+    }
+    /// `"pass"` or `"flag"`.
+    #[getter]
+    fn verdict(&self) -> &'static str {
+        self.report.verdict.as_str()
+    }
+    /// Duration of the checked audio, seconds.
+    #[getter]
+    fn duration_s(&self) -> f64 {
+        self.report.duration_s
+    }
+    /// Best candidate's audio score (same recording), 0 without candidates.
+    #[getter]
+    fn audio_score(&self) -> f32 {
+        self.best(|c| c.audio_score).unwrap_or(0.0)
+    }
+    /// Best candidate's melody score (same melody/harmony), 0 without candidates.
+    #[getter]
+    fn melody_score(&self) -> f32 {
+        self.best(|c| c.melody_score).unwrap_or(0.0)
+    }
+    /// The best candidate's path (the training item matched).
+    #[getter(r#match)]
+    fn match_path(&self) -> Option<String> {
+        self.best(|c| c.path.clone())
+    }
+    /// The best candidate's item id.
+    #[getter]
+    fn match_item(&self) -> Option<usize> {
+        self.best(|c| c.item)
+    }
+    /// Start of the matched range in the clip, seconds (stream time for a
+    /// stream).
+    #[getter]
+    fn query_start_s(&self) -> Option<f32> {
+        self.best(|c| c.query_start_s)
+    }
+    /// End of the matched range in the clip, seconds.
+    #[getter]
+    fn query_end_s(&self) -> Option<f32> {
+        self.best(|c| c.query_end_s)
+    }
+    /// Start of the matched range in the training item, seconds.
+    #[getter]
+    fn match_start_s(&self) -> Option<f32> {
+        self.best(|c| c.match_start_s)
+    }
+    /// End of the matched range in the training item, seconds.
+    #[getter]
+    fn match_end_s(&self) -> Option<f32> {
+        self.best(|c| c.match_end_s)
+    }
+    /// Clip pitch minus match pitch, semitones.
+    #[getter]
+    fn transpose_semitones(&self) -> Option<f32> {
+        self.best(|c| c.transpose_semitones)
+    }
+    /// Clip tempo / match tempo.
+    #[getter]
+    fn tempo_ratio(&self) -> Option<f32> {
+        self.best(|c| c.tempo_ratio)
+    }
+    /// Threshold on `audio_score`.
+    #[getter]
+    fn audio_threshold(&self) -> f32 {
+        self.report.thresholds.audio
+    }
+    /// Threshold on `melody_score`.
+    #[getter]
+    fn melody_threshold(&self) -> f32 {
+        self.report.thresholds.melody
+    }
+    /// The thresholds applied and how they were set.
+    #[getter]
+    fn thresholds<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        thresholds_dict(py, &self.report.thresholds)
+    }
+    /// For a stream check: (start, end) of the checked window in stream
+    /// time, seconds; None for a clip.
+    #[getter]
+    fn window(&self) -> Option<(f64, f64)> {
+        self.window
+    }
+    /// Milliseconds the check took inside the library (resampling,
+    /// analysis, search, alignment), without the Python call around it; for
+    /// a stream, the whole `push` or `finish` call; NaN for `first_flag`.
+    #[getter]
+    fn elapsed_ms(&self) -> f64 {
+        self.elapsed_ms
+    }
+    /// Every candidate, best first.
+    #[getter]
+    fn candidates(&self) -> Vec<Candidate> {
+        self.report
+            .candidates
+            .iter()
+            .map(|c| Candidate {
+                item: c.item,
+                path: c.path.clone(),
+                audio_score: c.audio_score,
+                melody_score: c.melody_score,
+                query_start_s: c.query_start_s,
+                query_end_s: c.query_end_s,
+                match_start_s: c.match_start_s,
+                match_end_s: c.match_end_s,
+                transpose_semitones: c.transpose_semitones,
+                tempo_ratio: c.tempo_ratio,
+            })
+            .collect()
+    }
+    /// The full report as JSON (the schema of one result in `refrain audit
+    /// --format json`, including the raw numbers behind the scores).
+    fn to_json(&self) -> PyResult<String> {
+        serde_json::to_string(&self.report).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+    /// The full report as a dict (see `to_json`).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let json = PyModule::import(py, "json")?;
+        json.call_method1("loads", (self.to_json()?,))
+    }
+    fn __repr__(&self) -> String {
+        match self.report.best() {
+            Some(c) => format!(
+                "<refrain.Verdict {}: {} audio {:.3} melody {:.3} (thresholds {:.3}/{:.3}), query {:.1}-{:.1} s = match {:.1}-{:.1} s, {:+.1} st, tempo x{:.3}>",
+                self.verdict(),
+                c.path,
+                c.audio_score,
+                c.melody_score,
+                self.report.thresholds.audio,
+                self.report.thresholds.melody,
+                c.query_start_s,
+                c.query_end_s,
+                c.match_start_s,
+                c.match_end_s,
+                c.transpose_semitones,
+                c.tempo_ratio
+            ),
+            None => format!("<refrain.Verdict {}: no candidate>", self.verdict()),
+        }
+    }
+}
+
+/// Refrain: does a generated clip copy something in the training set?
+#[pymodule]
+fn _refrain(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Index>()?;
+    m.add_class::<IndexBuilder>()?;
+    m.add_class::<Auditor>()?;
+    m.add_class::<Stream>()?;
+    m.add_class::<Verdict>()?;
+    m.add_class::<Candidate>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
