@@ -796,7 +796,10 @@ mod tests {
         // another version too
         std::fs::write(
             &mpath,
-            good.replace("\"format_version\": 1", "\"format_version\": 7"),
+            good.replace(
+                &format!("\"format_version\": {}", crate::index::INDEX_VERSION),
+                "\"format_version\": 7",
+            ),
         )
         .unwrap();
         let e = Index::open(dir.path()).unwrap_err().to_string();

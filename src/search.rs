@@ -670,20 +670,37 @@ impl HnswSearch {
     pub fn load(dir: &Path, basename: &str, dim: usize, expected_len: usize) -> Result<Self> {
         let path = Self::file_path(dir, basename);
         let err = |kind: ErrorKind| Error::at(&path, Stage::ReadIndex, kind);
-        let corrupt = |msg: &str| err(ErrorKind::Corrupt(msg.to_string()));
         check_basename(basename).map_err(err)?;
         let bytes = fs::read(&path).map_err(|e| err(ErrorKind::Io(e)))?;
+        Self::from_bytes(&bytes, dim, expected_len).map_err(err)
+    }
 
-        let mut r = Reader { bytes: &bytes };
+    /// Parses the bytes of an index file written by [`save`](Self::save).
+    ///
+    /// Checks the magic, the version and the CRC-32 first, then every count,
+    /// offset and id against the data (nothing is allocated from an unchecked
+    /// size), so a damaged or hostile file is an error, never a panic.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Version`] for another format version,
+    /// [`ErrorKind::Corrupt`] for anything else that does not match.
+    pub fn from_bytes(
+        bytes: &[u8],
+        dim: usize,
+        expected_len: usize,
+    ) -> std::result::Result<Self, ErrorKind> {
+        let corrupt = |msg: &str| ErrorKind::Corrupt(msg.to_string());
+        let mut r = Reader { bytes };
         if r.take(INDEX_MAGIC.len()) != Some(&INDEX_MAGIC[..]) {
             return Err(corrupt("not a Refrain HNSW index"));
         }
         let version = r.u32().ok_or_else(|| corrupt("the file is cut short"))?;
         if version != INDEX_VERSION {
-            return Err(err(ErrorKind::Version {
+            return Err(ErrorKind::Version {
                 found: version,
                 expected: INDEX_VERSION,
-            }));
+            });
         }
         let body = bytes.len().saturating_sub(4);
         let stored_crc = bytes
