@@ -698,6 +698,10 @@ pub fn cache_dir(dir: &Path) -> PathBuf {
 
 /// BLAKE3 of a file's bytes, hex.
 pub fn content_hash(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::at(path, Stage::Open, e.into()))?;
+    if !meta.is_file() {
+        return Err(crate::inputs::not_a_file(path));
+    }
     let mut h = blake3::Hasher::new();
     let mut f = std::fs::File::open(path).map_err(|e| Error::at(path, Stage::Open, e.into()))?;
     std::io::copy(&mut f, &mut h).map_err(|e| Error::at(path, Stage::Open, e.into()))?;
