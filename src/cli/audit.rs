@@ -49,6 +49,8 @@ pub struct Config {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub limits: super::limits::LimitArgs,
 }
 
 pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
@@ -68,6 +70,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         AuditConfig {
             top_k: cfg.top.max(1),
             thresholds: Some(thresholds.clone()),
+            limits: cfg.limits.limits(),
             ..AuditConfig::default()
         },
     );
