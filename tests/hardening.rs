@@ -220,6 +220,8 @@ fn batch_commands_record_bad_inputs_go_on_and_count_them() {
         std::os::unix::fs::symlink(dir.path().join("gone.ogg"), input.join("dangling.ogg"))
             .unwrap();
         bad.push("dangling.ogg");
+        std::os::unix::fs::symlink("self.wav", input.join("self.wav")).unwrap();
+        bad.push("self.wav"); // a link to itself
         let fifo = input.join("pipe.wav");
         let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
         assert!(made.success());
@@ -854,4 +856,36 @@ fn a_two_hour_file() {
     eprintln!(
         "two hours: refused at 1 h in {refused:?}, decoded in {decoded:?}, analysed in {analysed:?}"
     );
+}
+
+/// What the fuzz targets do with their input (`fuzz/`), shared.
+#[path = "../fuzz/common/mod.rs"]
+mod fuzz_common;
+
+/// Every input the fuzzers found a bug with, kept in `tests/data/fuzz/TARGET/`,
+/// replayed through the same code as the fuzz target: fixed stays fixed.
+#[test]
+fn fuzz_regressions() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz");
+    type Replay = fn(&[u8]);
+    let targets: [(&str, Replay); 3] = [
+        ("decode", fuzz_common::decode),
+        ("fingerprint_file", fuzz_common::fingerprint_file),
+        ("index_files", fuzz_common::index_files),
+    ];
+    let mut replayed = 0;
+    for (name, run) in targets {
+        let Ok(rd) = std::fs::read_dir(root.join(name)) else {
+            continue;
+        };
+        let mut files: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for f in files {
+            eprintln!("replaying {}", f.display());
+            run(&std::fs::read(&f).unwrap());
+            replayed += 1;
+        }
+    }
+    fuzz_common::remove_index_dir();
+    assert!(replayed > 0, "no fuzz cases found under {}", root.display());
 }
