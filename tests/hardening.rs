@@ -889,3 +889,45 @@ fn fuzz_regressions() {
     fuzz_common::remove_index_dir();
     assert!(replayed > 0, "no fuzz cases found under {}", root.display());
 }
+
+/// Every single-bit flip and every truncation of a fingerprint file is
+/// refused with a message: none reads as a fingerprint.
+#[test]
+fn every_flipped_bit_or_cut_of_a_fingerprint_file_is_refused() {
+    use refrain::analysis::{audio_at_analysis_rate, Analyzer};
+    use refrain::fingerprint::Fingerprint;
+    use refrain::AnalysisParams;
+    let p = AnalysisParams::default();
+    let x = piece(50, 2.0, p.sample_rate);
+    let fp = Analyzer::new(&p)
+        .analyze(&audio_at_analysis_rate(x, &p))
+        .unwrap();
+    let good = fp.to_bytes();
+    assert_eq!(Fingerprint::from_bytes(&good, p.hash()).unwrap(), fp);
+    let mut rng = Rng::new(9);
+    let mut refused = 0;
+    for i in 0..good.len() {
+        let mut bad = good.clone();
+        bad[i] ^= 1 << rng.below(8);
+        let e = Fingerprint::from_bytes(&bad, p.hash()).expect_err("a flipped byte was accepted");
+        assert!(!e.to_string().is_empty());
+        refused += 1;
+    }
+    for cut in 0..good.len() {
+        assert!(
+            Fingerprint::from_bytes(&good[..cut], p.hash()).is_err(),
+            "cut at {cut}"
+        );
+        refused += 1;
+    }
+    // through the file reader, the message names the file
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("damaged.rfp");
+    let mut bad = good.clone();
+    bad[100] ^= 4;
+    std::fs::write(&path, &bad).unwrap();
+    let e = Fingerprint::read(&path, &p).unwrap_err().to_string();
+    assert!(e.contains("damaged.rfp") && e.contains("checksum"), "{e}");
+    eprintln!("{refused} damaged fingerprint files refused");
+    assert_eq!(refused, 2 * good.len());
+}
