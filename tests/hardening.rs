@@ -296,6 +296,16 @@ fn batch_commands_record_bad_inputs_go_on_and_count_them() {
     for b in &bad {
         assert!(text(&o.stdout).contains(b), "{b} is not in the report");
     }
+    #[cfg(unix)]
+    {
+        let o = run_within(&["inspect", s(&input.join("pipe.wav"))], limit);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            text(&o.stderr).contains("not a regular file"),
+            "{}",
+            text(&o.stderr)
+        );
+    }
     // --max-bytes refuses before reading
     let o = run_within(
         &[
