@@ -978,3 +978,23 @@ fn every_flipped_bit_or_cut_of_a_fingerprint_file_is_refused() {
     eprintln!("{refused} damaged fingerprint files refused");
     assert_eq!(refused, 2 * good.len());
 }
+
+/// Samples far beyond full scale given straight to the analyzer (not
+/// through `decode`, which refuses them too) are refused: at 1e30 the band
+/// energies overflowed into infinities, a fingerprint that cannot be read back.
+#[test]
+fn the_analyzer_refuses_samples_far_beyond_full_scale() {
+    use refrain::analysis::{audio_at_analysis_rate, Analyzer};
+    use refrain::fingerprint::Fingerprint;
+    use refrain::{AnalysisParams, ErrorKind};
+    let p = AnalysisParams::default();
+    let x = piece(3, 3.0, p.sample_rate);
+    let scaled = |s: f32| audio_at_analysis_rate(x.iter().map(|v| v * s).collect(), &p);
+    // up to the limit (+120 dB over full scale), every number stays finite
+    let fp = Analyzer::new(&p).analyze(&scaled(1e6)).unwrap();
+    assert!(Fingerprint::from_bytes(&fp.to_bytes(), p.hash()).is_ok());
+    for s in [1e7f32, 1e30] {
+        let e = Analyzer::new(&p).analyze(&scaled(s)).unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::InvalidInput(_)), "{s}: {e}");
+    }
+}
