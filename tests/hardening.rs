@@ -732,6 +732,16 @@ mod api {
             .samples;
         let r = auditor.check_samples(&low, 8_000, 1).unwrap();
         assert_eq!(r.best().map(|c| c.item), Some(3));
+        // a header claiming 2^32 - 1 bytes of 8-channel 192 kHz audio, holding 1 s
+        let mut lying = wav.clone();
+        lying.truncate(44 + 192_000 * 8 * 4);
+        lying[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
+        lying[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        let t = std::time::Instant::now();
+        let a = decode::decode_bytes(&lying, None, 11_025).unwrap();
+        assert!((a.source.duration_s - 1.0).abs() < 1e-9, "{:?}", a.source);
+        assert!(a.samples.capacity() < 2 * 11_025 + 1024);
+        assert!(t.elapsed().as_secs() < 10);
         // a one-sample WAV file
         let one = synth::wav_bytes(&[0.25], 44_100);
         match decode::decode_bytes(&one, None, 11_025) {
