@@ -59,7 +59,11 @@ impl Analyzer {
             ));
         }
         let max = crate::decode::MAX_SAMPLE_MAGNITUDE;
-        if let Some(i) = audio.samples.iter().position(|x| x.is_nan() || x.abs() > max) {
+        if let Some(i) = audio
+            .samples
+            .iter()
+            .position(|x| x.is_nan() || x.abs() > max)
+        {
             return Err(Error::new(
                 Stage::Analyze,
                 ErrorKind::InvalidInput(format!(
