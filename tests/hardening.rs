@@ -330,6 +330,10 @@ fn batch_commands_record_bad_inputs_go_on_and_count_them() {
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("{} error(s)", bad.len())), "{err}");
+    assert!(
+        err.contains("refrain: hint:") && err.contains("--max-duration"),
+        "{err}"
+    );
     for b in &bad {
         assert!(text(&o.stdout).contains(b), "{b} is not in the report");
     }

@@ -77,7 +77,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     let (inputs, walk_errors) = inputs::collect(&cfg.paths);
     let pool = super::pool(cfg.threads)?;
     let bar = super::progress::bar(inputs.len() as u64, "auditing");
-    let mut outcomes: Vec<Outcome> = pool.install(|| {
+    let results: Vec<(Outcome, Option<refrain::Error>)> = pool.install(|| {
         inputs
             .par_iter()
             .map(|input| {
@@ -85,21 +85,29 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
                 bar.inc(1);
                 let name = input.path.display().to_string();
                 match r {
-                    Ok(rep) => Outcome {
-                        input: name,
-                        report: Some(rep),
-                        error: None,
-                    },
-                    Err(e) => Outcome {
-                        input: name,
-                        report: None,
-                        error: Some(e.to_string()),
-                    },
+                    Ok(rep) => (
+                        Outcome {
+                            input: name,
+                            report: Some(rep),
+                            error: None,
+                        },
+                        None,
+                    ),
+                    Err(e) => (
+                        Outcome {
+                            input: name,
+                            report: None,
+                            error: Some(e.to_string()),
+                        },
+                        Some(e),
+                    ),
                 }
             })
             .collect()
     });
     bar.finish_and_clear();
+    let (mut outcomes, mut failures): (Vec<Outcome>, Vec<Option<refrain::Error>>) =
+        results.into_iter().unzip();
     for e in walk_errors {
         outcomes.push(Outcome {
             input: e
@@ -110,6 +118,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             report: None,
             error: Some(e.to_string()),
         });
+        failures.push(Some(e));
     }
     let mut sink: Box<dyn Write> = match &cfg.out {
         Some(p) => Box::new(std::io::BufWriter::new(
@@ -139,6 +148,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             o.error.as_deref().unwrap_or("")
         );
     }
+    eprint!("{}", super::what_to_do(failures.iter().flatten()));
     if cfg.summary {
         eprint!("{}", super::summary::render(&outcomes, &thresholds));
     }
