@@ -66,10 +66,18 @@ impl Analyzer {
                 ErrorKind::Empty("the decoded signal has no samples".into()),
             ));
         }
-        if let Some(i) = audio.samples.iter().position(|x| !x.is_finite()) {
+        let max = crate::decode::MAX_SAMPLE_MAGNITUDE;
+        if let Some(i) = audio
+            .samples
+            .iter()
+            .position(|x| x.is_nan() || x.abs() > max)
+        {
             return Err(Error::new(
                 Stage::Analyze,
-                ErrorKind::InvalidInput(format!("sample {i} is not a finite number")),
+                ErrorKind::InvalidInput(format!(
+                    "sample {i} is {}, not a finite number within ±{max}",
+                    audio.samples[i]
+                )),
             ));
         }
         let bin_hz = p.sample_rate as f32 / p.fft_size as f32;

@@ -56,6 +56,9 @@ pub struct AuditConfig {
     pub thresholds: Option<Thresholds>,
     /// Leave this item out (self-calibration, leave-one-out).
     pub exclude_item: Option<usize>,
+    /// Longest and largest input accepted by `check_file` and
+    /// `check_samples` (the longest duration also by `check_fingerprint`).
+    pub limits: decode::DecodeLimits,
 }
 
 impl Default for AuditConfig {
@@ -67,6 +70,7 @@ impl Default for AuditConfig {
             scales: vec![1.0, 0.85, 1.2],
             thresholds: None,
             exclude_item: None,
+            limits: decode::DecodeLimits::default(),
         }
     }
 }
@@ -256,7 +260,8 @@ impl<'a> Auditor<'a> {
 
     /// Audits an audio file.
     pub fn check_file(&self, path: &std::path::Path) -> Result<Report> {
-        let audio = decode::decode_file(path, self.params.sample_rate)?;
+        let audio =
+            decode::decode_file_with_limits(path, self.params.sample_rate, &self.config.limits)?;
         self.check_audio(&audio).map_err(|e| e.with_path(path))
     }
 
@@ -277,6 +282,7 @@ impl<'a> Auditor<'a> {
         sample_rate: u32,
         channels: u16,
     ) -> Result<Report> {
+        decode::check_interleaved_limits(samples, sample_rate, channels, &self.config.limits)?;
         let audio =
             decode::from_interleaved(samples, sample_rate, channels, self.params.sample_rate)?;
         self.check_audio(&audio)
@@ -298,6 +304,16 @@ impl<'a> Auditor<'a> {
                     found: fp.params_hash,
                     expected: self.params.hash(),
                 },
+            ));
+        }
+        let d = fp.source.duration_s;
+        if d.is_nan() || d > self.config.limits.max_duration_s {
+            return Err(Error::new(
+                Stage::Audit,
+                ErrorKind::Limit(format!(
+                    "the query is {:.1} s long, more than the limit of {} s",
+                    d, self.config.limits.max_duration_s
+                )),
             ));
         }
         let query = Sequences::from_fingerprint(fp, &self.params);
@@ -949,7 +965,10 @@ mod tests {
         // another version too
         std::fs::write(
             &mpath,
-            good.replace("\"format_version\": 1", "\"format_version\": 7"),
+            good.replace(
+                &format!("\"format_version\": {}", crate::index::INDEX_VERSION),
+                "\"format_version\": 7",
+            ),
         )
         .unwrap();
         let e = Index::open(dir.path()).unwrap_err().to_string();

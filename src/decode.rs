@@ -97,6 +97,17 @@ pub const MIN_SAMPLE_RATE: u32 = 1_000;
 /// The highest sample rate accepted, for sources and targets alike (Hz).
 pub const MAX_SAMPLE_RATE: u32 = 768_000;
 
+/// The largest sample magnitude accepted (full scale is 1.0). Float formats
+/// can hold any value; one beyond this (+120 dB over full scale) is not
+/// audio, and values near `f32::MAX` would overflow the resampler and the
+/// analysis into infinities.
+pub const MAX_SAMPLE_MAGNITUDE: f32 = 1e6;
+
+/// Whether a sample is usable: finite and within [`MAX_SAMPLE_MAGNITUDE`].
+fn usable(x: f32) -> bool {
+    x.abs() <= MAX_SAMPLE_MAGNITUDE
+}
+
 /// The rate Opus is decoded at (every Opus stream can be decoded at 48 kHz).
 const OPUS_RATE: u32 = 48_000;
 /// The largest FFT resampler input block (frames); beyond it, a sinc resampler.
@@ -136,6 +147,12 @@ pub fn decode_file_with_limits(
     limits: &DecodeLimits,
 ) -> Result<Audio> {
     check_target_rate(target_rate).map_err(|e| e.with_path(path))?;
+    // before opening: opening a named pipe blocks until a writer comes
+    let meta =
+        std::fs::metadata(path).map_err(|e| Error::at(path, Stage::Open, ErrorKind::Io(e)))?;
+    if !meta.is_file() {
+        return Err(crate::inputs::not_a_file(path));
+    }
     let file = File::open(path).map_err(|e| Error::at(path, Stage::Open, ErrorKind::Io(e)))?;
     let len = file
         .metadata()
@@ -187,7 +204,7 @@ pub fn decode_bytes_with_limits(
 /// [`ErrorKind::Empty`] when `samples` is empty; [`ErrorKind::InvalidInput`]
 /// when `channels` is 0, a rate is outside
 /// [`MIN_SAMPLE_RATE`]`..=`[`MAX_SAMPLE_RATE`], `samples` is not a whole number
-/// of frames, or a sample is NaN or infinite. All at [`Stage::Resample`].
+/// of frames, or a sample is NaN, infinite or beyond [`MAX_SAMPLE_MAGNITUDE`]. All at [`Stage::Resample`].
 pub fn from_interleaved(
     samples: &[f32],
     sample_rate: u32,
@@ -213,9 +230,9 @@ pub fn from_interleaved(
             samples.len()
         )));
     }
-    if let Some(i) = samples.iter().position(|x| !x.is_finite()) {
+    if let Some(i) = samples.iter().position(|&x| !usable(x)) {
         return Err(invalid(format!(
-            "sample {i} (frame {}, channel {}) is {}",
+            "sample {i} (frame {}, channel {}) is {}; samples must be finite and within ±{MAX_SAMPLE_MAGNITUDE}",
             i / ch,
             i % ch,
             samples[i]
@@ -234,6 +251,45 @@ pub fn from_interleaved(
         sample_rate: target_rate,
         source: info,
     })
+}
+
+/// Checks interleaved samples held in memory against `limits` before any
+/// work is done on them: their size (4 bytes a sample) and their duration.
+///
+/// # Errors
+///
+/// [`ErrorKind::Limit`] when a limit is exceeded, [`ErrorKind::InvalidInput`]
+/// when `channels` or `sample_rate` is 0. At [`Stage::Resample`].
+pub fn check_interleaved_limits(
+    samples: &[f32],
+    sample_rate: u32,
+    channels: u16,
+    limits: &DecodeLimits,
+) -> Result<()> {
+    if channels == 0 || sample_rate == 0 {
+        return Err(Error::new(
+            Stage::Resample,
+            ErrorKind::InvalidInput(
+                "the channel count and the sample rate must be positive".into(),
+            ),
+        ));
+    }
+    let bytes = samples.len() as u64 * 4;
+    let secs = samples.len() as f64 / f64::from(channels) / f64::from(sample_rate);
+    let msg = if bytes > limits.max_bytes {
+        format!(
+            "the samples take {bytes} bytes, more than the limit of {} bytes",
+            limits.max_bytes
+        )
+    } else if secs > limits.max_duration_s {
+        format!(
+            "the audio is {secs:.1} s long, more than the limit of {} s",
+            limits.max_duration_s
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::new(Stage::Resample, ErrorKind::Limit(msg)))
 }
 
 // ---------------------------------------------------------------------------
@@ -888,11 +944,15 @@ impl MonoSink {
                         .map(|f| f.iter().sum::<f32>() * scale),
                 ),
             }
-            if let Some(i) = dst[start..].iter().position(|x| !x.is_finite()) {
+            if let Some(i) = dst[start..].iter().position(|&x| !usable(x)) {
                 let frame = first_frame + (done + i) as u64;
                 return Err(Error::new(
                     Stage::Decode,
-                    ErrorKind::Corrupt(format!("source frame {frame} is not a finite number")),
+                    ErrorKind::Corrupt(format!(
+                        "source frame {frame} is {}, not a finite number within ±{MAX_SAMPLE_MAGNITUDE} \
+                         (full scale is 1)",
+                        dst[start + i]
+                    )),
                 ));
             }
             rest = later;

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! INDEX_DIR/
-//!   CURRENT              name of the live generation ("gen-000004")
+//!   CURRENT              name of the live generation ("gen-000004") and the
+//!                        size and CRC-32 of its manifest.json
 //!   gen-000004/
 //!     manifest.json      version, parameters, items, thresholds, file checksums
 //!     items.bin          per-item sequences (see `fingerprints/FORMAT.md`)
@@ -15,6 +16,12 @@
 //! Writes are atomic: a new generation is written and synced in full, then
 //! `CURRENT` is replaced by a rename. An interrupted build leaves the old
 //! generation live (and an orphan directory that the next build removes).
+//!
+//! Every byte is covered by a checksum: `CURRENT` holds the size and CRC-32
+//! of `manifest.json`, the manifest those of the other files, and
+//! `search.hnsw` carries its own. [`Index::open`] refuses a generation in
+//! which any of them does not match, so a damaged index is an error that
+//! says to rebuild, never garbage.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -28,7 +35,9 @@ use crate::search::{CandidateSearch, ExactSearch, HnswSearch};
 use crate::sequences::Sequences;
 
 /// The index format version this build reads and writes.
-pub const INDEX_VERSION: u32 = 1;
+///
+/// Version 2 added the manifest checksum in `CURRENT`.
+pub const INDEX_VERSION: u32 = 2;
 /// Every `WINDOW_STRIDE`-th embedding window of an item is indexed (every
 /// 2 s); queries use all of theirs.
 pub const WINDOW_STRIDE: usize = 2;
@@ -373,7 +382,11 @@ impl Index {
         write_atomic(&gen.join("manifest.json"), &json).map_err(w)?;
         sync_dir(&gen);
         // the switch: one rename
-        write_atomic(&dir.join("CURRENT"), format!("{next}\n").as_bytes()).map_err(w)?;
+        write_atomic(
+            &dir.join("CURRENT"),
+            current_record(&next, &json).as_bytes(),
+        )
+        .map_err(w)?;
         sync_dir(dir);
         // clean up: older generations and orphans of interrupted builds
         if let Ok(rd) = std::fs::read_dir(dir) {
@@ -381,6 +394,9 @@ impl Index {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if name.starts_with("gen-") && name != next {
                     let _ = std::fs::remove_dir_all(e.path());
+                } else if name.starts_with(".CURRENT.tmp") {
+                    // left by a build killed while switching
+                    let _ = std::fs::remove_file(e.path());
                 }
             }
         }
@@ -389,18 +405,69 @@ impl Index {
 
     /// Opens the live generation of the index in `dir`, refusing another
     /// format version, other analysis parameters, or damaged files.
+    ///
+    /// # Errors
+    ///
+    /// At [`Stage::ReadIndex`], naming the directory (or the damaged file):
+    /// [`ErrorKind::Version`] and [`ErrorKind::Params`] for an index made by
+    /// another version, [`ErrorKind::Corrupt`] when there is no index or any
+    /// checksum or structure does not match (the message says to rebuild),
+    /// [`ErrorKind::Io`] when a file cannot be read.
     pub fn open(dir: &Path) -> Result<Index> {
+        Self::open_live(dir).map_err(|mut e| {
+            if let ErrorKind::Corrupt(m) = &mut e.kind {
+                if !m.contains("refrain index") {
+                    m.push_str("; the index is damaged: rebuild it with `refrain index`");
+                }
+            }
+            e
+        })
+    }
+
+    fn open_live(dir: &Path) -> Result<Index> {
         let params = AnalysisParams::default();
         let r = |k: ErrorKind| index_err(dir, Stage::ReadIndex, k);
-        let gen_name = current_generation(dir).ok_or_else(|| {
-            r(ErrorKind::Corrupt(
-                "no index here (no CURRENT file): build one with `refrain index`".into(),
-            ))
+        let current = match std::fs::read(dir.join("CURRENT")) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(r(ErrorKind::Corrupt(
+                    "no index here (no CURRENT file): build one with `refrain index`".into(),
+                )))
+            }
+            Err(e) => return Err(r(e.into())),
+        };
+        let (gen_name, manifest_sum) = parse_current(&current).map_err(|m| {
+            r(ErrorKind::Corrupt(format!(
+                "CURRENT is damaged ({m}); rebuild the index with `refrain index`"
+            )))
         })?;
-        let gen = dir.join(gen_name.trim());
-        let mbytes = std::fs::read(gen.join("manifest.json")).map_err(|e| r(e.into()))?;
-        let manifest: Manifest = serde_json::from_slice(&mbytes)
-            .map_err(|e| r(ErrorKind::Corrupt(format!("manifest.json: {e}"))))?;
+        let gen = dir.join(&gen_name);
+        let read = |name: &str| {
+            std::fs::read(gen.join(name)).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => r(ErrorKind::Corrupt(format!(
+                    "{gen_name}/{name}, named by CURRENT, is missing"
+                ))),
+                _ => index_err(&gen.join(name), Stage::ReadIndex, e.into()),
+            })
+        };
+        let mbytes = read("manifest.json")?;
+        let manifest_ok = manifest_sum
+            .as_ref()
+            .is_some_and(|s| s.bytes == mbytes.len() as u64 && s.crc32 == crc32fast::hash(&mbytes));
+        let damaged = || {
+            r(ErrorKind::Corrupt(
+                "manifest.json does not match its checksum in CURRENT (damaged or truncated); \
+                 rebuild the index with `refrain index`"
+                    .into(),
+            ))
+        };
+        let manifest: Manifest = match serde_json::from_slice(&mbytes) {
+            Ok(m) => m,
+            Err(_) if !manifest_ok => return Err(damaged()),
+            Err(e) => return Err(r(ErrorKind::Corrupt(format!("manifest.json: {e}")))),
+        };
+        // another format or other parameters are named as such, even when
+        // the checksum (which older versions did not write) does not match
         if manifest.format != "refrain-index" {
             return Err(r(ErrorKind::Corrupt("not a refrain index".into())));
         }
@@ -417,6 +484,9 @@ impl Index {
                 expected: params.hash(),
             }));
         }
+        if !manifest_ok {
+            return Err(damaged());
+        }
         if manifest.embedding_dim != crate::embed::dim() || manifest.window_stride != WINDOW_STRIDE
         {
             return Err(r(ErrorKind::Corrupt(
@@ -428,20 +498,25 @@ impl Index {
                 .files
                 .get(name)
                 .ok_or_else(|| r(ErrorKind::Corrupt(format!("manifest lists no {name}"))))?;
-            let b = std::fs::read(gen.join(name)).map_err(|e| r(e.into()))?;
+            let b = read(name)?;
             if b.len() as u64 != sum.bytes || crc32fast::hash(&b) != sum.crc32 {
                 return Err(r(ErrorKind::Corrupt(format!(
-                    "{name} does not match its checksum (damaged or truncated); rebuild the index"
+                    "{name} does not match its checksum (damaged or truncated)"
                 ))));
             }
             Ok(b)
         };
         let items = read_checked("items.bin")?;
         let mut pos = 8 + 4 + 8 + 4;
-        if items.len() < pos || &items[..8] != ITEMS_MAGIC {
+        let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4"));
+        if items.len() < pos
+            || &items[..8] != ITEMS_MAGIC
+            || u32_at(&items, 8) != INDEX_VERSION
+            || items[12..20] != params.hash().to_le_bytes()
+        {
             return Err(r(ErrorKind::Corrupt("items.bin header".into())));
         }
-        let count = u32::from_le_bytes(items[20..24].try_into().expect("4")) as usize;
+        let count = u32_at(&items, 20) as usize;
         if count != manifest.items.len() {
             return Err(r(ErrorKind::Corrupt("items.bin item count".into())));
         }
@@ -452,11 +527,24 @@ impl Index {
             sequences.push(s);
             pos += used;
         }
+        if pos != items.len() {
+            return Err(r(ErrorKind::Corrupt(
+                "items.bin has bytes after the last record".into(),
+            )));
+        }
         let vb = read_checked("vectors.bin")?;
         let dim = manifest.embedding_dim;
         let n: usize = manifest.items.iter().map(|i| i.windows as usize).sum();
-        if vb.len() != 20 + n * dim || &vb[..8] != VECTORS_MAGIC {
-            return Err(r(ErrorKind::Corrupt("vectors.bin size".into())));
+        let want = n.checked_mul(dim).and_then(|x| x.checked_add(20));
+        if Some(vb.len()) != want
+            || &vb[..8] != VECTORS_MAGIC
+            || u32_at(&vb, 8) != INDEX_VERSION
+            || u32_at(&vb, 12) as usize != dim
+            || u32_at(&vb, 16) as usize != n
+        {
+            return Err(r(ErrorKind::Corrupt(
+                "vectors.bin does not hold the windows the manifest lists".into(),
+            )));
         }
         let vectors_q: Vec<i8> = vb[20..].iter().map(|&x| x as i8).collect();
         let mut window_item = Vec::with_capacity(n);
@@ -471,7 +559,13 @@ impl Index {
             let v: Vec<f32> = vectors_q.iter().map(|&q| q as f32 / 127.0).collect();
             Engine::Exact(ExactSearch::new(renormalize(v, dim), dim))
         } else {
-            Engine::Hnsw(HnswSearch::load(&gen, SEARCH_BASENAME, dim, n)?)
+            let path = HnswSearch::file_path(&gen, SEARCH_BASENAME);
+            let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+            let b = read(file)?;
+            Engine::Hnsw(
+                HnswSearch::from_bytes(&b, dim, n)
+                    .map_err(|k| index_err(&path, Stage::ReadIndex, k))?,
+            )
         };
         Ok(Index {
             manifest,
@@ -519,9 +613,60 @@ fn renormalize(mut v: Vec<f32>, dim: usize) -> Vec<f32> {
 
 /// Name of the live generation, if any.
 pub fn current_generation(dir: &Path) -> Option<String> {
-    let s = std::fs::read_to_string(dir.join("CURRENT")).ok()?;
-    let name = s.trim().to_string();
-    (name.starts_with("gen-") && !name.contains('/')).then_some(name)
+    let b = std::fs::read(dir.join("CURRENT")).ok()?;
+    parse_current(&b).ok().map(|(name, _)| name)
+}
+
+/// The contents of `CURRENT`: the generation's name, then the size and
+/// CRC-32 (hex) of its manifest.
+fn current_record(gen: &str, manifest: &[u8]) -> String {
+    format!(
+        "{gen}\nmanifest.json {} {:08x}\n",
+        manifest.len(),
+        crc32fast::hash(manifest)
+    )
+}
+
+/// Parses `CURRENT`: the generation name and, unless the file was written
+/// before version 2, the manifest's checksum.
+fn parse_current(b: &[u8]) -> std::result::Result<(String, Option<FileSum>), String> {
+    let s = std::str::from_utf8(b).map_err(|_| "not text".to_string())?;
+    let mut lines = s.lines();
+    let name = lines.next().unwrap_or("").trim();
+    let valid_name = name
+        .strip_prefix("gen-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()));
+    if !valid_name {
+        return Err(format!("{name:?} is not a generation name"));
+    }
+    let sum = match lines.next() {
+        None => None,
+        Some(line) => {
+            let f: Vec<&str> = line.split(' ').collect();
+            let parsed = match f.as_slice() {
+                // exactly as written (digits, 8 lower-case hex digits), so
+                // that no altered byte reads as the same number
+                ["manifest.json", bytes, crc]
+                    if crc.len() == 8
+                        && crc.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+                        && !bytes.is_empty()
+                        && bytes.bytes().all(|c| c.is_ascii_digit()) =>
+                {
+                    bytes
+                        .parse::<u64>()
+                        .ok()
+                        .zip(u32::from_str_radix(crc, 16).ok())
+                }
+                _ => None,
+            };
+            let (bytes, crc32) = parsed.ok_or_else(|| format!("bad checksum line {line:?}"))?;
+            Some(FileSum { bytes, crc32 })
+        }
+    };
+    if lines.next().is_some() || !s.ends_with('\n') {
+        return Err("unexpected contents".into());
+    }
+    Ok((name.to_string(), sum))
 }
 
 fn next_generation_name(dir: &Path) -> String {
@@ -562,8 +707,196 @@ pub fn cache_dir(dir: &Path) -> PathBuf {
 
 /// BLAKE3 of a file's bytes, hex.
 pub fn content_hash(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::at(path, Stage::Open, e.into()))?;
+    if !meta.is_file() {
+        return Err(crate::inputs::not_a_file(path));
+    }
     let mut h = blake3::Hasher::new();
     let mut f = std::fs::File::open(path).map_err(|e| Error::at(path, Stage::Open, e.into()))?;
     std::io::copy(&mut f, &mut h).map_err(|e| Error::at(path, Stage::Open, e.into()))?;
     Ok(h.finalize().to_hex().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::SourceInfo;
+    use crate::melody::Melody;
+    use crate::synth::Rng;
+    use ndarray::Array2;
+
+    /// A fingerprint with random contents and `windows` embedding windows
+    /// (no analysis: cheap enough for the thousands of windows an HNSW
+    /// index needs).
+    fn random_fp(seed: u64, windows: usize) -> Fingerprint {
+        let p = AnalysisParams::default();
+        let mut rng = Rng::new(seed);
+        let frames = windows + 40;
+        let mut a =
+            |rows: usize, cols: usize| Array2::from_shape_fn((rows, cols), |_| rng.uniform());
+        let chroma = a(frames, 12);
+        let cens = a(frames / 2, 12);
+        let bands = a(frames, p.bands).mapv(|x| x * 60.0 - 80.0);
+        let mut embeddings = a(windows, crate::embed::dim()).mapv(|x| x - 0.5);
+        for mut row in embeddings.rows_mut() {
+            crate::embed::normalize(row.as_slice_mut().unwrap());
+        }
+        let n = frames * 10;
+        Fingerprint {
+            params_hash: p.hash(),
+            source: SourceInfo {
+                sample_rate: 44_100,
+                channels: 2,
+                duration_s: frames as f64 / p.chroma_rate(),
+            },
+            tuning_cents: 3.0,
+            chroma,
+            cens,
+            bands,
+            melody: Melody {
+                hop_s: p.hop as f64 / p.sample_rate as f64,
+                cents: (0..n).map(|i| 6000.0 + (i % 700) as f32).collect(),
+                voiced: (0..n).map(|i| i % 3 != 0).collect(),
+            },
+            embeddings,
+        }
+    }
+
+    /// An index of `items` random items with `windows` windows each.
+    fn index(items: u64, windows: usize) -> Index {
+        let mut b = IndexBuilder::new(&AnalysisParams::default());
+        for i in 0..items {
+            b.add(
+                &format!("item{i}.wav"),
+                &format!("hash{i}"),
+                &random_fp(i, windows),
+            )
+            .unwrap();
+        }
+        b.build()
+    }
+
+    fn open_err(dir: &Path) -> String {
+        match Index::open(dir) {
+            Ok(i) => panic!("a damaged index opened: {i:?}"),
+            Err(e) => {
+                assert_eq!(e.stage, Stage::ReadIndex);
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("rebuild")
+                        || msg.contains("re-create")
+                        || msg.contains("refrain index"),
+                    "the message does not say what to do: {msg}"
+                );
+                msg
+            }
+        }
+    }
+
+    #[test]
+    fn every_damaged_or_truncated_file_is_refused() {
+        // 2 × 2100 windows: 2100 indexed, so the HNSW file is written too
+        let mut idx = index(2, 2 * EXACT_BELOW.div_ceil(2) + 100);
+        assert!(matches!(idx.engine, Engine::Hnsw(_)));
+        let dir = tempfile::tempdir().unwrap();
+        idx.save(dir.path()).unwrap();
+        let gen = current_generation(dir.path()).unwrap();
+        let files = [
+            "CURRENT".to_string(),
+            format!("{gen}/manifest.json"),
+            format!("{gen}/items.bin"),
+            format!("{gen}/vectors.bin"),
+            format!("{gen}/search.hnsw"),
+        ];
+        let mut rng = Rng::new(6);
+        let mut refused = 0;
+        for name in &files {
+            let path = dir.path().join(name);
+            let good = std::fs::read(&path).unwrap();
+            let len = good.len();
+            // flips: the first and last bytes, and 40 random ones
+            let mut at: Vec<usize> = vec![0, len - 1];
+            at.extend((0..40).map(|_| rng.below(len)));
+            for i in at {
+                let mut bad = good.clone();
+                bad[i] ^= 1 << rng.below(8);
+                std::fs::write(&path, &bad).unwrap();
+                if let Ok(x) = Index::open(dir.path()) {
+                    panic!("{name} with byte {i} changed opened: {x:?}");
+                }
+                open_err(dir.path());
+                refused += 1;
+            }
+            for cut in [0, 1, len / 2, len - 1] {
+                std::fs::write(&path, &good[..cut]).unwrap();
+                open_err(dir.path());
+                refused += 1;
+            }
+            // grown by a byte
+            let mut longer = good.clone();
+            longer.push(b'\n');
+            std::fs::write(&path, &longer).unwrap();
+            open_err(dir.path());
+            std::fs::remove_file(&path).unwrap();
+            open_err(dir.path());
+            std::fs::write(&path, &good).unwrap();
+            refused += 2;
+        }
+        assert_eq!(refused, files.len() * (42 + 4 + 2));
+        // restored, it opens and answers as before
+        let back = Index::open(dir.path()).unwrap();
+        assert_eq!(back.manifest, idx.manifest);
+        assert_eq!(back.vectors_q, idx.vectors_q);
+        let dim = crate::embed::dim();
+        let q: Vec<f32> = idx.vectors_q[17 * dim..18 * dim]
+            .iter()
+            .map(|&x| f32::from(x) / 127.0)
+            .collect();
+        assert_eq!(back.search().search(&q, 10), idx.search().search(&q, 10));
+    }
+
+    #[test]
+    fn damaged_messages_name_the_file() {
+        let mut idx = index(2, 40);
+        let dir = tempfile::tempdir().unwrap();
+        idx.save(dir.path()).unwrap();
+        let gen = current_generation(dir.path()).unwrap();
+        let items = dir.path().join(&gen).join("items.bin");
+        let mut b = std::fs::read(&items).unwrap();
+        b[30] ^= 0x10;
+        std::fs::write(&items, &b).unwrap();
+        let e = open_err(dir.path());
+        assert!(e.contains("items.bin does not match its checksum"), "{e}");
+        assert!(e.contains(&dir.path().display().to_string()), "{e}");
+        std::fs::remove_dir_all(dir.path().join(&gen)).unwrap();
+        let e = open_err(dir.path());
+        assert!(
+            e.contains("manifest.json, named by CURRENT, is missing"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("CURRENT"), "gen-00x\n").unwrap();
+        let e = open_err(dir.path());
+        assert!(e.contains("CURRENT is damaged"), "{e}");
+        let empty = tempfile::tempdir().unwrap();
+        let e = open_err(empty.path());
+        assert!(e.contains("no index here"), "{e}");
+    }
+
+    #[test]
+    fn an_index_of_the_previous_version_is_named_as_such() {
+        let mut idx = index(1, 40);
+        let dir = tempfile::tempdir().unwrap();
+        idx.save(dir.path()).unwrap();
+        let gen = current_generation(dir.path()).unwrap();
+        // version 1 wrote the generation name alone into CURRENT
+        std::fs::write(dir.path().join("CURRENT"), format!("{gen}\n")).unwrap();
+        let m = dir.path().join(&gen).join("manifest.json");
+        let json = std::fs::read_to_string(&m).unwrap().replace(
+            &format!("\"format_version\": {INDEX_VERSION}"),
+            "\"format_version\": 1",
+        );
+        std::fs::write(&m, json).unwrap();
+        let e = open_err(dir.path());
+        assert!(e.contains("format version 1 is not supported"), "{e}");
+    }
 }

@@ -30,7 +30,9 @@ pub fn is_audio(path: &Path) -> bool {
 }
 
 /// Expands `paths` into input files, sorted within each directory. Paths
-/// that cannot be read are returned as errors beside the inputs found.
+/// that cannot be read, and anything that is not a regular file or a
+/// directory (a named pipe would block the reader), are returned as errors
+/// beside the inputs found.
 pub fn collect(paths: &[PathBuf]) -> (Vec<Input>, Vec<Error>) {
     let mut inputs = Vec::new();
     let mut errors = Vec::new();
@@ -40,17 +42,29 @@ pub fn collect(paths: &[PathBuf]) -> (Vec<Input>, Vec<Error>) {
                 let mut seen = HashSet::new();
                 walk(p, p, &mut seen, &mut inputs, &mut errors);
             }
-            Ok(_) => inputs.push(Input {
+            Ok(m) if m.is_file() => inputs.push(Input {
                 path: p.clone(),
                 relative: p
                     .file_name()
                     .map(PathBuf::from)
                     .unwrap_or_else(|| p.clone()),
             }),
+            Ok(_) => errors.push(not_a_file(p)),
             Err(e) => errors.push(Error::at(p, Stage::Open, ErrorKind::Io(e))),
         }
     }
     (inputs, errors)
+}
+
+/// The error for a path that is neither a directory nor a regular file.
+pub fn not_a_file(path: &Path) -> Error {
+    Error::at(
+        path,
+        Stage::Open,
+        ErrorKind::Unsupported(
+            "not a regular file (a pipe, socket or device); give audio files or directories".into(),
+        ),
+    )
 }
 
 fn walk(
@@ -83,10 +97,13 @@ fn walk(
     for path in paths {
         match std::fs::metadata(&path) {
             Ok(m) if m.is_dir() => walk(root, &path, seen, inputs, errors),
-            Ok(_) if is_audio(&path) => {
+            Ok(m) if m.is_file() && is_audio(&path) => {
                 let relative = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
                 inputs.push(Input { path, relative });
             }
+            // a named pipe or a device with an audio name: opening it could
+            // block forever or never end
+            Ok(m) if !m.is_file() && is_audio(&path) => errors.push(not_a_file(&path)),
             Ok(_) => {}
             Err(e) => {
                 // a dangling symlink with an audio name is worth reporting

@@ -536,7 +536,9 @@ impl HnswSearch {
             }
         }
 
-        let ef = ef.max(k);
+        // never more than every node: a huge `k` or a breadth read from a
+        // hostile file must not size the heaps below
+        let ef = ef.max(k).min(n);
         let mut visited = vec![0u64; n.div_ceil(64)];
         let mut first_visit = |id: u32| {
             let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
@@ -544,7 +546,7 @@ impl HnswSearch {
             visited[word] |= bit;
             fresh
         };
-        let mut candidates = BinaryHeap::with_capacity(ef * 4);
+        let mut candidates = BinaryHeap::with_capacity(ef.saturating_mul(4).min(n));
         let mut results = BinaryHeap::with_capacity(ef + 1);
         first_visit(ep.id);
         candidates.push(Reverse(ep));
@@ -670,20 +672,37 @@ impl HnswSearch {
     pub fn load(dir: &Path, basename: &str, dim: usize, expected_len: usize) -> Result<Self> {
         let path = Self::file_path(dir, basename);
         let err = |kind: ErrorKind| Error::at(&path, Stage::ReadIndex, kind);
-        let corrupt = |msg: &str| err(ErrorKind::Corrupt(msg.to_string()));
         check_basename(basename).map_err(err)?;
         let bytes = fs::read(&path).map_err(|e| err(ErrorKind::Io(e)))?;
+        Self::from_bytes(&bytes, dim, expected_len).map_err(err)
+    }
 
-        let mut r = Reader { bytes: &bytes };
+    /// Parses the bytes of an index file written by [`save`](Self::save).
+    ///
+    /// Checks the magic, the version and the CRC-32 first, then every count,
+    /// offset and id against the data (nothing is allocated from an unchecked
+    /// size), so a damaged or hostile file is an error, never a panic.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Version`] for another format version,
+    /// [`ErrorKind::Corrupt`] for anything else that does not match.
+    pub fn from_bytes(
+        bytes: &[u8],
+        dim: usize,
+        expected_len: usize,
+    ) -> std::result::Result<Self, ErrorKind> {
+        let corrupt = |msg: &str| ErrorKind::Corrupt(msg.to_string());
+        let mut r = Reader { bytes };
         if r.take(INDEX_MAGIC.len()) != Some(&INDEX_MAGIC[..]) {
             return Err(corrupt("not a Refrain HNSW index"));
         }
         let version = r.u32().ok_or_else(|| corrupt("the file is cut short"))?;
         if version != INDEX_VERSION {
-            return Err(err(ErrorKind::Version {
+            return Err(ErrorKind::Version {
                 found: version,
                 expected: INDEX_VERSION,
-            }));
+            });
         }
         let body = bytes.len().saturating_sub(4);
         let stored_crc = bytes
@@ -1210,6 +1229,32 @@ mod tests {
         let e = hnsw.save(&d.join("missing"), "x").unwrap_err();
         assert_eq!(e.stage, Stage::WriteIndex);
         assert!(hnsw.save(d, "a/b").is_err());
+    }
+
+    #[test]
+    fn a_huge_breadth_or_k_is_not_an_allocation() {
+        let v = random_unit(300, DIM, 4);
+        let hnsw = HnswSearch::build(&v, DIM);
+        let want = hnsw.search(&v[..DIM], 300);
+        assert_eq!(hnsw.search(&v[..DIM], usize::MAX), want);
+        // a file whose header claims a breadth of 2^32 - 1, checksum fixed
+        let dir = tempfile::tempdir().unwrap();
+        hnsw.save(dir.path(), "h").unwrap();
+        let mut b = std::fs::read(HnswSearch::file_path(dir.path(), "h")).unwrap();
+        let body = b.len() - 4;
+        // magic, version, then dim, len, m, ef_construction, ef_search
+        b[8 + 4 + 16..8 + 4 + 20].copy_from_slice(&u32::MAX.to_le_bytes());
+        let crc = crc32fast::hash(&b[..body]);
+        b[body..].copy_from_slice(&crc.to_le_bytes());
+        let wide = HnswSearch::from_bytes(&b, DIM, 300).unwrap();
+        assert_eq!(wide.ef(), u32::MAX as usize);
+        assert_eq!(wide.search(&v[..DIM], 300), want);
+        assert_eq!(
+            ExactSearch::new(v.clone(), DIM)
+                .search(&v[..DIM], usize::MAX)
+                .len(),
+            300
+        );
     }
 
     #[test]

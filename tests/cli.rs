@@ -337,9 +337,9 @@ fn calibrate_eval_and_memorization_end_to_end() {
         err.contains("calibrated for 5.0 % false positives on 12 negatives"),
         "{err}"
     );
-    let gen = std::fs::read_to_string(index.join("CURRENT")).unwrap();
+    let gen = refrain::index::current_generation(&index).unwrap();
     let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(index.join(gen.trim()).join("manifest.json")).unwrap(),
+        &std::fs::read_to_string(index.join(&gen).join("manifest.json")).unwrap(),
     )
     .unwrap();
     let t = &manifest["thresholds"];
@@ -364,7 +364,7 @@ fn calibrate_eval_and_memorization_end_to_end() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains("self-calibrated (leave-one-out)"), "{err}");
     assert_eq!(
-        std::fs::read_to_string(index.join("CURRENT")).unwrap(),
+        refrain::index::current_generation(&index).unwrap(),
         gen,
         "a dry run writes nothing"
     );

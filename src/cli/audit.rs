@@ -49,6 +49,8 @@ pub struct Config {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub limits: super::limits::LimitArgs,
 }
 
 pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
@@ -68,10 +70,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         AuditConfig {
             top_k: cfg.top.max(1),
             thresholds: Some(thresholds.clone()),
+            limits: cfg.limits.limits(),
             ..AuditConfig::default()
         },
     );
-    let outcomes = audit_paths(&auditor, &cfg.paths, cfg.threads, "auditing")?;
+    let (outcomes, failures) = audit_paths(&auditor, &cfg.paths, cfg.threads, "auditing")?;
     let mut sink: Box<dyn Write> = match &cfg.out {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
@@ -93,7 +96,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     sink.flush()?;
     drop(sink);
     let flagged = outcomes.iter().filter(|o| o.verdict() == "flag").count();
-    let errors = print_errors(&outcomes);
+    let errors = print_errors(&outcomes, &failures);
     if cfg.summary {
         eprint!("{}", super::summary::render(&outcomes, &thresholds));
     }
@@ -115,39 +118,48 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
 
 /// Audits every audio file under `paths` (in parallel, with a progress bar on
 /// a terminal): one outcome per input, unreadable inputs and paths included
-/// as errors, in input order.
+/// as errors, in input order; and the errors themselves, for the hints.
 pub fn audit_paths(
     auditor: &Auditor,
     paths: &[PathBuf],
     threads: Option<usize>,
     what: &str,
-) -> anyhow::Result<Vec<Outcome>> {
+) -> anyhow::Result<(Vec<Outcome>, Vec<refrain::Error>)> {
     let (inputs, walk_errors) = inputs::collect(paths);
     let pool = super::pool(threads)?;
     let bar = super::progress::bar(inputs.len() as u64, what);
-    let mut outcomes: Vec<Outcome> = pool.install(|| {
+    let results: Vec<(Outcome, Option<refrain::Error>)> = pool.install(|| {
         inputs
             .par_iter()
             .map(|input| {
                 let r = auditor.check_file(&input.path);
                 bar.inc(1);
-                let name = input.path.display().to_string();
+                let input = input.path.display().to_string();
                 match r {
-                    Ok(rep) => Outcome {
-                        input: name,
-                        report: Some(rep),
-                        error: None,
-                    },
-                    Err(e) => Outcome {
-                        input: name,
-                        report: None,
-                        error: Some(e.to_string()),
-                    },
+                    Ok(rep) => (
+                        Outcome {
+                            input,
+                            report: Some(rep),
+                            error: None,
+                        },
+                        None,
+                    ),
+                    Err(e) => (
+                        Outcome {
+                            input,
+                            report: None,
+                            error: Some(e.to_string()),
+                        },
+                        Some(e),
+                    ),
                 }
             })
             .collect()
     });
     bar.finish_and_clear();
+    let (mut outcomes, failures): (Vec<Outcome>, Vec<Option<refrain::Error>>) =
+        results.into_iter().unzip();
+    let mut failures: Vec<refrain::Error> = failures.into_iter().flatten().collect();
     for e in walk_errors {
         outcomes.push(Outcome {
             input: e
@@ -158,8 +170,9 @@ pub fn audit_paths(
             report: None,
             error: Some(e.to_string()),
         });
+        failures.push(e);
     }
-    Ok(outcomes)
+    Ok((outcomes, failures))
 }
 
 /// Writes the CSV report to `path`.
@@ -172,8 +185,9 @@ pub fn write_csv_file(path: &std::path::Path, outcomes: &[Outcome]) -> anyhow::R
     Ok(())
 }
 
-/// One line naming each input that could not be audited.
-pub fn print_errors(outcomes: &[Outcome]) -> usize {
+/// One line naming each input that could not be audited, then what to do
+/// about each kind of failure; returns how many there were.
+pub fn print_errors(outcomes: &[Outcome], failures: &[refrain::Error]) -> usize {
     let mut n = 0;
     for o in outcomes.iter().filter(|o| o.report.is_none()) {
         eprintln!(
@@ -182,5 +196,6 @@ pub fn print_errors(outcomes: &[Outcome]) -> usize {
         );
         n += 1;
     }
+    eprint!("{}", super::what_to_do(failures.iter()));
     n
 }

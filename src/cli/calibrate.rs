@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use rayon::prelude::*;
-use refrain::audit::Auditor;
+use refrain::audit::{AuditConfig, Auditor};
 use refrain::calibrate::{self, BestScores};
+use refrain::decode::DecodeLimits;
 use refrain::index::Index;
 use refrain::{decode, Error};
 
@@ -33,6 +34,8 @@ pub struct Config {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub limits: super::limits::LimitArgs,
 }
 
 pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
@@ -43,10 +46,10 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let mut index = Index::open(&cfg.index)?;
     let (scores, failed, method) = if cfg.self_ {
-        let (s, f) = self_scores(&index, cfg.threads)?;
+        let (s, f) = self_scores(&index, cfg.threads, &cfg.limits.limits())?;
         (s, f, calibrate::METHOD_SELF)
     } else {
-        let (s, f) = negative_scores(&index, &cfg.negatives, cfg.threads)?;
+        let (s, f) = negative_scores(&index, &cfg.negatives, cfg.threads, &cfg.limits.limits())?;
         (s, f, calibrate::METHOD_NEGATIVES)
     };
     for e in &failed {
@@ -86,9 +89,16 @@ pub fn negative_scores(
     index: &Index,
     paths: &[PathBuf],
     threads: Option<usize>,
+    limits: &DecodeLimits,
 ) -> anyhow::Result<(Vec<BestScores>, Vec<String>)> {
-    let auditor = Auditor::new(index);
-    let outcomes = super::audit::audit_paths(&auditor, paths, threads, "calibrating")?;
+    let auditor = Auditor::with_config(
+        index,
+        AuditConfig {
+            limits: *limits,
+            ..AuditConfig::default()
+        },
+    );
+    let (outcomes, _) = super::audit::audit_paths(&auditor, paths, threads, "calibrating")?;
     let mut scores = Vec::new();
     let mut failed = Vec::new();
     for o in outcomes {
@@ -104,6 +114,7 @@ pub fn negative_scores(
 fn self_scores(
     index: &Index,
     threads: Option<usize>,
+    limits: &DecodeLimits,
 ) -> anyhow::Result<(Vec<BestScores>, Vec<String>)> {
     let pool = super::pool(threads)?;
     let bar = super::progress::bar(index.len() as u64, "self-calibrating");
@@ -113,7 +124,7 @@ fn self_scores(
             .into_par_iter()
             .map(|i| {
                 let path = PathBuf::from(&index.manifest.items[i].path);
-                let r = decode::decode_file(&path, rate)
+                let r = decode::decode_file_with_limits(&path, rate, limits)
                     .and_then(|audio| calibrate::leave_one_out(index, i, &audio))
                     .map_err(|e| e.with_path(&path));
                 bar.inc(1);

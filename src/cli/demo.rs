@@ -114,6 +114,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         out: index.clone(),
         add: false,
         threads: None,
+        limits: Default::default(),
     })?;
     anyhow::ensure!(code == ExitCode::SUCCESS, "indexing the demo songs failed");
     eprintln!(
@@ -129,6 +130,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         melody_threshold: None,
         summary: true,
         threads: None,
+        limits: Default::default(),
     })?;
     if keep {
         eprintln!("demo: files kept in {}", dir.display());

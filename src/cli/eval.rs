@@ -37,6 +37,8 @@ pub struct Config {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub limits: super::limits::LimitArgs,
 }
 
 pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
@@ -66,6 +68,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             out: index_dir.clone(),
             add: false,
             threads: cfg.threads,
+            limits: cfg.limits.clone(),
         })?;
     }
     let mut index = Index::open(&index_dir)?;
@@ -83,7 +86,9 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         cfg.calibration_share,
     );
     let cal_paths: Vec<PathBuf> = cal.iter().map(|i| i.path.clone()).collect();
-    let (scores, failed) = super::calibrate::negative_scores(&index, &cal_paths, cfg.threads)?;
+    let limits = cfg.limits.limits();
+    let (scores, failed) =
+        super::calibrate::negative_scores(&index, &cal_paths, cfg.threads, &limits)?;
     for e in &failed {
         eprintln!("refrain: skipped {e}");
     }
@@ -102,15 +107,17 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         &index,
         AuditConfig {
             thresholds: Some(thresholds.clone()),
+            limits,
             ..AuditConfig::default()
         },
     );
     let mut paths = vec![dir.join("query")];
     paths.extend(test.iter().map(|i| i.path.clone()));
-    let outcomes = super::audit::audit_paths(&auditor, &paths, cfg.threads, "auditing")?;
+    let (outcomes, failures) =
+        super::audit::audit_paths(&auditor, &paths, cfg.threads, "auditing")?;
     let results_csv = work.join("results.csv");
     super::audit::write_csv_file(&results_csv, &outcomes)?;
-    let errors = super::audit::print_errors(&outcomes);
+    let errors = super::audit::print_errors(&outcomes, &failures);
 
     // 4. score against the labels of what was audited
     let cal_set: std::collections::HashSet<String> =

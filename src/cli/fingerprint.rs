@@ -22,6 +22,8 @@ pub struct Config {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub limits: super::limits::LimitArgs,
 }
 
 pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
@@ -61,6 +63,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     for e in &errors {
         eprintln!("refrain: skipped {e}");
     }
+    eprint!("{}", super::what_to_do(&errors));
     eprintln!(
         "fingerprinted {ok} file(s), {:.1} min of audio, in {secs:.2} s ({:.0}x real time) into {}; {} failed",
         audio_s / 60.0,
@@ -77,7 +80,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
 
 fn one(analyzer: &mut Analyzer, input: &Input, cfg: &Config) -> refrain::Result<f64> {
     let rate = analyzer.params().sample_rate;
-    let audio = decode::decode_file(&input.path, rate)?;
+    let audio = decode::decode_file_with_limits(&input.path, rate, &cfg.limits.limits())?;
     let fp = analyzer
         .analyze(&audio)
         .map_err(|e| e.with_path(&input.path))?;

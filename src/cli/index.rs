@@ -27,6 +27,8 @@ pub struct Config {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub limits: super::limits::LimitArgs,
 }
 
 /// What became of one input.
@@ -53,6 +55,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     let cache = cache_dir(&cfg.out);
     std::fs::create_dir_all(&cache)
         .with_context(|| format!("cannot create {}", cache.display()))?;
+    let limits = cfg.limits.limits();
     let (inputs, mut errors) = inputs::collect(&cfg.paths);
     let pool = super::pool(cfg.threads)?;
     let bar = super::progress::bar(inputs.len() as u64, "indexing");
@@ -62,7 +65,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             .map_init(
                 || Analyzer::new(&params),
                 |an, input| {
-                    let r = one(an, input, &cache, &builder);
+                    let r = one(an, input, &cache, &builder, &limits);
                     bar.inc(1);
                     (input.clone(), r)
                 },
@@ -103,6 +106,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     for e in &errors {
         eprintln!("refrain: skipped {e}");
     }
+    eprint!("{}", super::what_to_do(&errors));
     let bytes = Index::disk_bytes(&cfg.out);
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
@@ -136,7 +140,22 @@ fn one(
     input: &Input,
     cache: &Path,
     builder: &IndexBuilder,
+    limits: &decode::DecodeLimits,
 ) -> refrain::Result<Done> {
+    // the size limit before hashing: a huge file is refused unread
+    let meta = std::fs::metadata(&input.path)
+        .map_err(|e| refrain::Error::at(&input.path, refrain::Stage::Open, e.into()))?;
+    if meta.is_file() && meta.len() > limits.max_bytes {
+        return Err(refrain::Error::at(
+            &input.path,
+            refrain::Stage::Open,
+            refrain::ErrorKind::Limit(format!(
+                "the input is {} bytes, more than the limit of {} bytes",
+                meta.len(),
+                limits.max_bytes
+            )),
+        ));
+    }
     let hash = content_hash(&input.path)?;
     if builder.contains(&hash) {
         return Ok(Done::Known);
@@ -145,7 +164,8 @@ fn one(
     if let Ok(fp) = Fingerprint::read(&cached, analyzer.params()) {
         return Ok(Done::New(hash, Box::new(fp), true));
     }
-    let audio = decode::decode_file(&input.path, analyzer.params().sample_rate)?;
+    let audio =
+        decode::decode_file_with_limits(&input.path, analyzer.params().sample_rate, limits)?;
     let fp = analyzer
         .analyze(&audio)
         .map_err(|e| e.with_path(&input.path))?;

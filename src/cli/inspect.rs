@@ -58,6 +58,11 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
 
 fn read_head(file: &Path) -> anyhow::Result<Vec<u8>> {
     use std::io::Read;
+    let meta =
+        std::fs::metadata(file).map_err(|e| anyhow::anyhow!("{}: open: {e}", file.display()))?;
+    if !meta.is_file() {
+        return Err(refrain::inputs::not_a_file(file).into());
+    }
     let mut f =
         std::fs::File::open(file).map_err(|e| anyhow::anyhow!("{}: open: {e}", file.display()))?;
     let mut head = vec![0u8; 8];

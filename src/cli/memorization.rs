@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use refrain::audit::Auditor;
+use refrain::audit::{AuditConfig, Auditor};
 use refrain::calibrate::{self, BestScores};
 use refrain::index::{Index, Thresholds};
 use refrain::report::Outcome;
@@ -34,6 +34,8 @@ pub struct Config {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub limits: super::limits::LimitArgs,
 }
 
 /// Quantiles of the best-score distributions in the table.
@@ -52,12 +54,21 @@ struct Row {
 pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let index = Index::open(&cfg.index)?;
-    let auditor = Auditor::new(&index);
+    let auditor = Auditor::with_config(
+        &index,
+        AuditConfig {
+            limits: cfg.limits.limits(),
+            ..AuditConfig::default()
+        },
+    );
     let t = auditor.thresholds().clone();
-    let generated = super::audit::audit_paths(&auditor, &cfg.generated, cfg.threads, "generated")?;
-    let reference = super::audit::audit_paths(&auditor, &cfg.reference, cfg.threads, "reference")?;
-    let mut errors = super::audit::print_errors(&generated);
-    errors += super::audit::print_errors(&reference);
+    let (generated, mut failures) =
+        super::audit::audit_paths(&auditor, &cfg.generated, cfg.threads, "generated")?;
+    let (reference, more) =
+        super::audit::audit_paths(&auditor, &cfg.reference, cfg.threads, "reference")?;
+    failures.extend(more);
+    let all: Vec<Outcome> = generated.iter().chain(&reference).cloned().collect();
+    let errors = super::audit::print_errors(&all, &failures);
     let rows: Vec<Row> = [("generated", &generated), ("reference", &reference)]
         .into_iter()
         .flat_map(|(set, o)| rows_of(set, o, &t))
@@ -67,7 +78,6 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         write_csv(p, &rows, &t)?;
     }
     if let Some(p) = &cfg.report {
-        let all: Vec<Outcome> = generated.iter().chain(&reference).cloned().collect();
         super::audit::write_csv_file(p, &all)?;
     }
     eprintln!(

@@ -8,6 +8,7 @@ mod eval;
 mod fingerprint;
 mod index;
 mod inspect;
+mod limits;
 mod memorization;
 mod progress;
 mod serve;
@@ -75,4 +76,34 @@ fn pool(threads: Option<usize>) -> anyhow::Result<rayon::ThreadPool> {
         b = b.num_threads(n);
     }
     Ok(b.build()?)
+}
+
+/// What to do about failed inputs, one line per kind of failure (empty when
+/// nothing failed).
+fn what_to_do<'a>(errors: impl IntoIterator<Item = &'a refrain::Error>) -> String {
+    use refrain::ErrorKind as K;
+    let mut hints: Vec<&str> = Vec::new();
+    for e in errors {
+        let h = match e.kind {
+            K::Io(_) => "check that the path exists and is readable",
+            K::Unsupported(_) => {
+                "convert unsupported files to WAV, FLAC, MP3, Ogg Vorbis, Opus or AAC/M4A"
+            }
+            K::Corrupt(_) | K::Empty(_) => {
+                "damaged files or files without audio: re-export them from the source, or leave them out"
+            }
+            K::Limit(_) => "if such long or large inputs are expected, raise --max-duration or --max-bytes",
+            K::InvalidInput(_) => "the input is out of range for analysis",
+            K::Version { .. } | K::Params { .. } => {
+                "re-create fingerprints and indexes with this version of refrain"
+            }
+        };
+        if !hints.contains(&h) {
+            hints.push(h);
+        }
+    }
+    hints
+        .iter()
+        .map(|h| format!("refrain: hint: {h}\n"))
+        .collect()
 }
