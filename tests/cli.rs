@@ -31,6 +31,30 @@ fn piece(seed: u64, bars: usize, rate: u32) -> Vec<f32> {
     )
 }
 
+/// Writes `song{seed}.wav` for each seed into `dir` (created), 16 bars each.
+fn write_songs(dir: &Path, seeds: std::ops::RangeInclusive<u64>, rate: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    for seed in seeds {
+        write_wav(
+            &dir.join(format!("song{seed}.wav")),
+            &piece(seed, 16, rate),
+            rate,
+        );
+    }
+}
+
+/// Runs `refrain index TRAIN --out INDEX`, which must succeed; returns its stderr.
+fn build_index(train: &Path, index: &Path) -> String {
+    let o = refrain(&[
+        "index",
+        train.to_str().unwrap(),
+        "--out",
+        index.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    text(&o.stderr)
+}
+
 #[test]
 fn fingerprint_writes_good_files_reports_bad_ones_and_fails() {
     let dir = tempfile::tempdir().unwrap();
@@ -132,24 +156,10 @@ fn inspect_refuses_a_fingerprint_of_another_version() {
 fn index_then_audit_end_to_end_with_the_exact_csv_header() {
     let dir = tempfile::tempdir().unwrap();
     let train = dir.path().join("train");
-    std::fs::create_dir_all(&train).unwrap();
     let rate = 22_050;
-    for seed in 1..=4u64 {
-        write_wav(
-            &train.join(format!("song{seed}.wav")),
-            &piece(seed, 16, rate),
-            rate,
-        );
-    }
+    write_songs(&train, 1..=4, rate);
     let index = dir.path().join("index");
-    let o = refrain(&[
-        "index",
-        train.to_str().unwrap(),
-        "--out",
-        index.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(text(&o.stderr).contains("indexed 4 new item(s)"));
+    assert!(build_index(&train, &index).contains("indexed 4 new item(s)"));
 
     // queries: an excerpt of song 2, an original, and a broken file
     let q = dir.path().join("q");
@@ -256,13 +266,7 @@ fn tiny_devset(root: &Path) {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     let mut truth = String::new();
-    for seed in 1..=4u64 {
-        write_wav(
-            &root.join(format!("train/song{seed}.wav")),
-            &piece(seed, 16, rate),
-            rate,
-        );
-    }
+    write_songs(&root.join("train"), 1..=4, rate);
     for seed in [1u64, 3] {
         let x = piece(seed, 16, rate);
         let cut = &x[5 * rate as usize..20 * rate as usize];
@@ -510,23 +514,10 @@ impl Drop for Server {
 fn serve_answers_checks_over_http_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let train = dir.path().join("train");
-    std::fs::create_dir_all(&train).unwrap();
     let rate = 22_050u32;
-    for seed in 1..=4u64 {
-        write_wav(
-            &train.join(format!("song{seed}.wav")),
-            &piece(seed, 16, rate),
-            rate,
-        );
-    }
+    write_songs(&train, 1..=4, rate);
     let index = dir.path().join("index");
-    let o = refrain(&[
-        "index",
-        train.to_str().unwrap(),
-        "--out",
-        index.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    build_index(&train, &index);
     let server = Server::start(&index, &["--max-body-mb", "3", "--workers", "2"]);
 
     let (status, health) = server.json("GET", "/healthz", b"");
@@ -653,14 +644,7 @@ fn serve_times_out_slow_checks_and_refuses_a_missing_index() {
     std::fs::create_dir_all(&train).unwrap();
     write_wav(&train.join("a.wav"), &piece(1, 8, 22_050), 22_050);
     let index = dir.path().join("index");
-    assert!(refrain(&[
-        "index",
-        train.to_str().unwrap(),
-        "--out",
-        index.to_str().unwrap()
-    ])
-    .status
-    .success());
+    build_index(&train, &index);
     // a deadline no check can meet: 60 s of audio in 1 ms
     let server = Server::start(&index, &["--timeout-s", "0.001", "--workers", "1"]);
     let long = piece(2, 30, 22_050);
