@@ -1275,28 +1275,6 @@ mod tests {
         assert_eq!(audio.samples, mono);
     }
 
-    /// A float WAV (format 3) in memory.
-    fn float_wav(samples: &[f32], rate: u32, channels: u16) -> Vec<u8> {
-        let data_len = (samples.len() * 4) as u32;
-        let mut w = Vec::new();
-        w.extend_from_slice(b"RIFF");
-        w.extend_from_slice(&(4 + 8 + 16 + 8 + data_len).to_le_bytes());
-        w.extend_from_slice(b"WAVEfmt ");
-        w.extend_from_slice(&16u32.to_le_bytes());
-        w.extend_from_slice(&3u16.to_le_bytes());
-        w.extend_from_slice(&channels.to_le_bytes());
-        w.extend_from_slice(&rate.to_le_bytes());
-        w.extend_from_slice(&(rate * 4 * u32::from(channels)).to_le_bytes());
-        w.extend_from_slice(&(4 * channels).to_le_bytes());
-        w.extend_from_slice(&32u16.to_le_bytes());
-        w.extend_from_slice(b"data");
-        w.extend_from_slice(&data_len.to_le_bytes());
-        for s in samples {
-            w.extend_from_slice(&s.to_le_bytes());
-        }
-        w
-    }
-
     /// `frames` frames of a 440 Hz sine at `rate`, channel c scaled by (c + 1).
     fn sine(rate: u32, channels: u16, frames: usize) -> Vec<f32> {
         (0..frames)
@@ -1353,7 +1331,7 @@ mod tests {
     #[test]
     fn multichannel_wav_takes_the_same_path() {
         let samples = sine(48_000, 6, 12_345);
-        let wav = float_wav(&samples, 48_000, 6);
+        let wav = crate::synth::float_wav_bytes(&samples, 48_000, 6);
         let decoded = decode_bytes(&wav, Some("wav"), TARGET).unwrap();
         let direct = from_interleaved(&samples, 48_000, 6, TARGET).unwrap();
         assert_eq!(decoded.source, direct.source);
@@ -1497,7 +1475,12 @@ mod tests {
         assert!(matches!(e.kind, ErrorKind::Empty(_)), "{e}");
         assert_eq!(e.path.as_deref(), Some(fixture("no_audio.mp4").as_path()));
         // A WAV with a header and no frames.
-        let e = decode_bytes(&float_wav(&[], 44_100, 2), Some("wav"), TARGET).unwrap_err();
+        let e = decode_bytes(
+            &crate::synth::float_wav_bytes(&[], 44_100, 2),
+            Some("wav"),
+            TARGET,
+        )
+        .unwrap_err();
         assert!(matches!(e.kind, ErrorKind::Empty(_)), "{e}");
     }
 

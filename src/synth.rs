@@ -398,6 +398,29 @@ pub fn wav_bytes(samples: &[f32], sample_rate: u32) -> Vec<u8> {
     b
 }
 
+/// Interleaved samples as the bytes of a 32-bit float WAV file (format 3),
+/// written as they are: no clamping, so tests can store any value.
+pub fn float_wav_bytes(samples: &[f32], sample_rate: u32, channels: u16) -> Vec<u8> {
+    let data_len = (samples.len() * 4) as u32;
+    let mut w = Vec::with_capacity(44 + samples.len() * 4);
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(4 + 8 + 16 + 8 + data_len).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&3u16.to_le_bytes()); // IEEE float
+    w.extend_from_slice(&channels.to_le_bytes());
+    w.extend_from_slice(&sample_rate.to_le_bytes());
+    w.extend_from_slice(&(sample_rate * 4 * u32::from(channels)).to_le_bytes());
+    w.extend_from_slice(&(4 * channels).to_le_bytes());
+    w.extend_from_slice(&32u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        w.extend_from_slice(&s.to_le_bytes());
+    }
+    w
+}
+
 /// Adds white noise at `snr_db` relative to the signal's power.
 pub fn add_noise(x: &mut [f32], snr_db: f32, seed: u64) {
     let p = x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32;

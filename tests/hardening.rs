@@ -379,28 +379,6 @@ mod library {
 
     use super::{fixture, piece};
 
-    /// A float WAV (format 3) in memory.
-    pub fn float_wav(samples: &[f32], rate: u32, channels: u16) -> Vec<u8> {
-        let data_len = (samples.len() * 4) as u32;
-        let mut w = Vec::new();
-        w.extend_from_slice(b"RIFF");
-        w.extend_from_slice(&(4 + 8 + 16 + 8 + data_len).to_le_bytes());
-        w.extend_from_slice(b"WAVEfmt ");
-        w.extend_from_slice(&16u32.to_le_bytes());
-        w.extend_from_slice(&3u16.to_le_bytes());
-        w.extend_from_slice(&channels.to_le_bytes());
-        w.extend_from_slice(&rate.to_le_bytes());
-        w.extend_from_slice(&(rate * 4 * u32::from(channels)).to_le_bytes());
-        w.extend_from_slice(&(4 * channels).to_le_bytes());
-        w.extend_from_slice(&32u16.to_le_bytes());
-        w.extend_from_slice(b"data");
-        w.extend_from_slice(&data_len.to_le_bytes());
-        for s in samples {
-            w.extend_from_slice(&s.to_le_bytes());
-        }
-        w
-    }
-
     /// One mutation of `src` (`other` for splices), chosen by `rng`.
     fn mutate(src: &[u8], other: &[u8], rng: &mut Rng) -> (Vec<u8>, &'static str) {
         let mut b = src.to_vec();
@@ -505,7 +483,10 @@ mod library {
             .iter()
             .flat_map(|&x| [x, -0.5 * x])
             .collect();
-        sources.push(("synth_f32_stereo.wav", float_wav(&stereo, rate, 2)));
+        sources.push((
+            "synth_f32_stereo.wav",
+            synth::float_wav_bytes(&stereo, rate, 2),
+        ));
         let per_source = 120;
         let (tx, rx) = mpsc::channel::<Option<String>>();
         let worker = std::thread::spawn(move || {
@@ -597,7 +578,6 @@ mod api {
     use refrain::synth::{self, Rng};
     use refrain::{AnalysisParams, ErrorKind};
 
-    use super::library::float_wav;
     use super::piece;
 
     fn fp_of(x: Vec<f32>) -> Fingerprint {
@@ -725,7 +705,7 @@ mod api {
         let r = auditor.check_samples(&eight, 192_000, 8).unwrap();
         assert_eq!(r.best().map(|c| c.item), Some(2));
         // the same as a WAV file decodes the same
-        let wav = float_wav(&eight, 192_000, 8);
+        let wav = synth::float_wav_bytes(&eight, 192_000, 8);
         let a = decode::decode_bytes(&wav, Some("wav"), 11_025).unwrap();
         let b = decode::from_interleaved(&eight, 192_000, 8, 11_025).unwrap();
         assert_eq!(a.source, b.source);
