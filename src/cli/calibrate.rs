@@ -52,12 +52,24 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         let (s, f) = negative_scores(&index, &cfg.negatives, cfg.threads, &cfg.limits.limits())?;
         (s, f, calibrate::METHOD_NEGATIVES)
     };
-    for e in &failed {
-        eprintln!("refrain: skipped {e}");
+    report_skipped(&failed);
+    if cfg.self_ && !failed.is_empty() {
+        eprintln!(
+            "refrain: hint: --self decodes the training files from the paths they were indexed with: run it where those paths resolve"
+        );
     }
     let t = calibrate::calibrate(&scores, cfg.fpr, method)
         .with_context(|| format!("calibrating {}", cfg.index.display()))?;
     println!("{}", render(&scores, &t));
+    // with none flagged, the 95 % bound reaches the target only from about 3 / fpr negatives
+    let enough = (3.0 / cfg.fpr).ceil() as usize;
+    if scores.len() < enough {
+        eprintln!(
+            "refrain: hint: {} negatives cannot show a rate as low as {:.1} %: use at least {enough} for the upper bound to reach it",
+            scores.len(),
+            100.0 * cfg.fpr
+        );
+    }
     if !cfg.dry_run {
         index.set_thresholds(t.clone());
         index
@@ -84,13 +96,21 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// One line per input that could not be used, then what to do about them.
+pub fn report_skipped(failed: &[Error]) {
+    for e in failed {
+        eprintln!("refrain: skipped {e}");
+    }
+    eprint!("{}", super::what_to_do(failed));
+}
+
 /// Best scores of every negative under `paths`, and the inputs that failed.
 pub fn negative_scores(
     index: &Index,
     paths: &[PathBuf],
     threads: Option<usize>,
     limits: &DecodeLimits,
-) -> anyhow::Result<(Vec<BestScores>, Vec<String>)> {
+) -> anyhow::Result<(Vec<BestScores>, Vec<Error>)> {
     let auditor = Auditor::with_config(
         index,
         AuditConfig {
@@ -98,15 +118,11 @@ pub fn negative_scores(
             ..AuditConfig::default()
         },
     );
-    let (outcomes, _) = super::audit::audit_paths(&auditor, paths, threads, "calibrating")?;
-    let mut scores = Vec::new();
-    let mut failed = Vec::new();
-    for o in outcomes {
-        match (&o.report, o.error) {
-            (Some(r), _) => scores.push(BestScores::of(r)),
-            (None, e) => failed.push(e.unwrap_or(o.input)),
-        }
-    }
+    let (outcomes, failed) = super::audit::audit_paths(&auditor, paths, threads, "calibrating")?;
+    let scores = outcomes
+        .iter()
+        .filter_map(|o| o.report.as_ref().map(BestScores::of))
+        .collect();
     Ok((scores, failed))
 }
 
@@ -115,7 +131,7 @@ fn self_scores(
     index: &Index,
     threads: Option<usize>,
     limits: &DecodeLimits,
-) -> anyhow::Result<(Vec<BestScores>, Vec<String>)> {
+) -> anyhow::Result<(Vec<BestScores>, Vec<Error>)> {
     let pool = super::pool(threads)?;
     let bar = super::progress::bar(index.len() as u64, "self-calibrating");
     let rate = index.params().sample_rate;
@@ -138,9 +154,7 @@ fn self_scores(
     for r in results {
         match r {
             Ok(s) => scores.extend(s),
-            Err(e) => failed.push(format!(
-                "{e} (self-calibration decodes the training files from the paths they were indexed with)"
-            )),
+            Err(e) => failed.push(e),
         }
     }
     Ok((scores, failed))

@@ -89,9 +89,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     let limits = cfg.limits.limits();
     let (scores, failed) =
         super::calibrate::negative_scores(&index, &cal_paths, cfg.threads, &limits)?;
-    for e in &failed {
-        eprintln!("refrain: skipped {e}");
-    }
+    super::calibrate::report_skipped(&failed);
     let thresholds = calibrate::calibrate(&scores, cfg.fpr, calibrate::METHOD_NEGATIVES)?;
     index.set_thresholds(thresholds.clone());
     index.save(&index_dir)?;
