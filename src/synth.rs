@@ -317,7 +317,15 @@ pub fn render(piece: &Piece, r: &Render) -> Vec<f32> {
         }
     }
     if r.drums {
-        let mut rng = Rng::new(piece.notes.len() as u64);
+        // the drum noise is the piece's own (seeded by its rhythm, which a
+        // transposed or re-timed rendering keeps): two pieces never share
+        // a bit-identical drum track, which would be an audio copy
+        let rhythm = piece.notes.iter().fold(piece.notes.len() as u64, |h, n| {
+            h.wrapping_mul(0x100_0000_01b3)
+                ^ ((n.start * 64.0) as u64)
+                ^ (((n.dur * 64.0) as u64) << 20)
+        });
+        let mut rng = Rng::new(rhythm);
         let beats = piece.beats as usize;
         for b in 0..beats {
             let on = b as f32 * spb - start_s;
