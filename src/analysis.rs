@@ -1,9 +1,10 @@
 //! The front end in one call: analysis signal → every fingerprint.
 //!
 //! One STFT pass; each frame's magnitudes feed the spectral bands, and its
-//! peaks (computed once) feed chroma, tuning and melody salience. The
-//! [`Analyzer`] owns the FFT plans and all per-frame buffers, so analysing
-//! many files on one thread allocates nothing per frame.
+//! peaks (computed once) feed chroma, tuning, melody salience and the two
+//! landmark peak pickers. The [`Analyzer`] owns the FFT plans and all
+//! per-frame buffers, so analysing many files on one thread allocates
+//! nothing per frame.
 
 use crate::bands::BandAccumulator;
 use crate::chroma::ChromaAccumulator;
@@ -11,6 +12,7 @@ use crate::decode::Audio;
 use crate::embed::Embedder;
 use crate::error::{Error, ErrorKind, Result, Stage};
 use crate::fingerprint::Fingerprint;
+use crate::landmarks::PeakPicker;
 use crate::melody::MelodyTracker;
 use crate::params::AnalysisParams;
 use crate::stft::{find_peaks, Peak, Stft};
@@ -22,12 +24,17 @@ pub struct Analyzer {
     embedder: Embedder,
     peaks: Vec<Peak>,
     fine_chroma: Vec<f32>,
+    index_picker: PeakPicker,
+    query_picker: PeakPicker,
 }
 
 impl Analyzer {
     /// Plans the transforms for `params`.
     pub fn new(params: &AnalysisParams) -> Self {
+        let bin_hz = params.sample_rate as f32 / params.fft_size as f32;
         Analyzer {
+            index_picker: PeakPicker::new(params.landmark_index, bin_hz, params.fmin_hz),
+            query_picker: PeakPicker::new(params.landmark_query, bin_hz, params.fmin_hz),
             params: params.clone(),
             stft: Stft::new(params.fft_size, params.hop),
             embedder: Embedder::new(params),
@@ -85,12 +92,15 @@ impl Analyzer {
         let mut bands = BandAccumulator::new(p);
         let mut melody = MelodyTracker::new(p);
         let peaks = &mut self.peaks;
+        let (index_picker, query_picker) = (&mut self.index_picker, &mut self.query_picker);
         let (fmin, fmax, max_peaks) = (p.fmin_hz, p.fmax_hz, p.max_peaks);
         self.stft.for_each_frame(&audio.samples, |_, mag| {
             bands.push_frame(mag);
             find_peaks(mag, bin_hz, fmin, fmax, max_peaks, peaks);
             chroma.push_frame(peaks);
             melody.push_frame(peaks);
+            index_picker.push_frame(mag, peaks);
+            query_picker.push_frame(mag, peaks);
         });
         let mut chroma = chroma.finish();
         self.fine_chroma = std::mem::take(&mut chroma.fine);
@@ -106,6 +116,8 @@ impl Analyzer {
             bands,
             melody,
             embeddings: embeddings.vectors,
+            landmarks_index: self.index_picker.finish(),
+            landmarks_query: self.query_picker.finish(),
         })
     }
 }

@@ -38,6 +38,7 @@ use crate::embed::{time_scale, Embedder};
 use crate::error::{Error, ErrorKind, Result, Stage};
 use crate::fingerprint::Fingerprint;
 use crate::index::{Index, Thresholds};
+use crate::landmarks::{Landmark, LandmarkMatch};
 use crate::params::AnalysisParams;
 use crate::sequences::{Sequences, MELODY_RATE, UNVOICED};
 
@@ -114,6 +115,14 @@ pub struct Raw {
     pub melody_frames: usize,
     /// Correlation of band energies along the harmony path.
     pub audio_corr: f32,
+    /// Landmark pairs of the query found in the item at one time offset.
+    #[serde(default)]
+    pub landmarks: u32,
+    /// That count over the query's background (the count of the best
+    /// other item that is not the same recording): what the landmark part
+    /// of `audio_score` is made from.
+    #[serde(default)]
+    pub landmark_ratio: f32,
 }
 
 /// One candidate training item with scores and evidence.
@@ -203,6 +212,8 @@ struct Work {
     scratch: Scratch,
     matrices: Matrices,
     harmony_query: Vec<f32>,
+    landmarks: Vec<Landmark>,
+    landmark_scratch: Vec<(u64, u32)>,
 }
 
 thread_local! {
@@ -252,6 +263,8 @@ impl<'a> Auditor<'a> {
                     scratch: Scratch::default(),
                     matrices: Matrices::default(),
                     harmony_query: Vec::new(),
+                    landmarks: Vec::new(),
+                    landmark_scratch: Vec::new(),
                 });
             }
             f(slot.as_mut().expect("just set"))
@@ -323,10 +336,43 @@ impl<'a> Auditor<'a> {
             cache: Vec::new(),
         };
         let mut candidates = self.with_work(|w| {
-            let votes = self.vote(fp, w);
+            w.landmarks.clear();
+            let fan_out = self.params.landmark_query.fan_out;
+            crate::landmarks::pairs(&fp.landmarks_query, fan_out, &mut w.landmarks);
+            let mut lm = self.index.landmarks().search(
+                &w.landmarks,
+                self.config.exclude_item,
+                &mut w.landmark_scratch,
+            );
+            let sequences = &self.index.sequences;
+            lm.resolve_background(|i| sequences[i as usize].peaks.as_slice());
+            let mut votes = self.vote(fp, w);
+            // the items the landmarks single out are candidates too: a copy
+            // under or inside other music may get no embedding votes
+            let frame_s = self.params.frame_seconds() as f32;
+            for m in lm.items.iter().take(LANDMARK_CANDIDATES) {
+                if lm.ratio(m) >= LANDMARK_CANDIDATE_RATIO
+                    && !votes.iter().any(|v| v.item == m.item as usize)
+                {
+                    votes.push(Vote {
+                        item: m.item as usize,
+                        votes: 0.0,
+                        offset_s: m.offset_frames as f32 * frame_s,
+                        scale: 1.0,
+                        scale_index: 0,
+                    });
+                }
+            }
             votes
                 .into_iter()
-                .map(|v| self.rerank(&query, v, &mut refolds, &mut w.matrices, &mut w.scratch))
+                .map(|v| {
+                    let mut c =
+                        self.rerank(&query, v, &mut refolds, &mut w.matrices, &mut w.scratch);
+                    if let Some(m) = lm.of(c.item) {
+                        self.add_landmarks(&mut c, m, lm.ratio(m));
+                    }
+                    c
+                })
                 .collect::<Vec<_>>()
         });
         // the two scores have their own thresholds: rank by how far a
@@ -433,6 +479,31 @@ impl<'a> Auditor<'a> {
         votes
     }
 
+    /// Adds an item's landmark evidence: `audio_score` becomes the larger
+    /// of the alignment's and the landmarks' own, and when the landmarks
+    /// are the stronger evidence, the ranges are theirs (same recording:
+    /// no transposition, tempo 1).
+    fn add_landmarks(&self, c: &mut Candidate, m: &LandmarkMatch, ratio: f32) {
+        c.raw.landmarks = m.count;
+        c.raw.landmark_ratio = ratio;
+        let score = landmark_score(ratio);
+        if score <= c.audio_score {
+            return;
+        }
+        c.audio_score = score;
+        if score >= c.melody_score {
+            let s = self.params.frame_seconds() as f32;
+            let (q0, q1) = m.query_frames;
+            let offset = m.offset_frames as f32 * s;
+            c.query_start_s = q0 as f32 * s;
+            c.query_end_s = q1 as f32 * s;
+            c.match_start_s = c.query_start_s + offset;
+            c.match_end_s = c.query_end_s + offset;
+            c.transpose_semitones = 0.0;
+            c.tempo_ratio = 1.0;
+        }
+    }
+
     fn rerank(
         &self,
         q: &Sequences,
@@ -515,8 +586,8 @@ impl<'a> Auditor<'a> {
 
         // same recording: a close harmony match (mean cell score, so a 5 s
         // excerpt counts fully) whose band energies agree as well
-        let close = sigmoid((harmony - HARMONY_MID) / 0.3);
-        let audio_score = close.min(sigmoid((audio_corr - AUDIO_MID) / 0.07));
+        let close = sigmoid((harmony - HARMONY_MID) / HARMONY_SCALE);
+        let audio_score = close.min(sigmoid((audio_corr - AUDIO_MID) / AUDIO_SCALE));
         // same music in any timbre, key or tempo: the total alignment score
         // over the square root of its length, so that a long, moderately
         // similar match (a melody re-played on other instruments) counts as
@@ -567,6 +638,8 @@ impl<'a> Auditor<'a> {
                 melody,
                 melody_frames: ma.cells,
                 audio_corr,
+                landmarks: 0,
+                landmark_ratio: 0.0,
             },
         }
     }
@@ -613,6 +686,12 @@ struct Vote {
     scale_index: usize,
 }
 
+/// The landmark part of `audio_score`: 0.5 where an item's matched pairs
+/// are 2.7 times the background (see `raw.landmark_ratio`).
+pub fn landmark_score(ratio: f32) -> f32 {
+    sigmoid((ratio - LANDMARK_RATIO_MID) / LANDMARK_RATIO_SCALE)
+}
+
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -647,11 +726,27 @@ const CELL_TAU: f32 = 0.8;
 const CELL_SCALE: f32 = 0.05;
 /// Largest cell score (a similarity of 1.0).
 const CELL_MAX: f32 = 4.0;
-/// Harmony score (mean cell score, floor 5 s) at which the scores reach
-/// 0.5, the default threshold: the 1 % false-positive point of the
-/// development set's 143 negatives (measured 2026-11-24; `refrain calibrate`
-/// is to replace this with a stored, per-index calibration).
-const HARMONY_MID: f32 = 3.12;
+/// Harmony score (mean cell score, floor 5 s) at which the alignment part
+/// of `audio_score` reaches 0.5. Since landmarks find untransformed copies,
+/// this part only has to speak for transposed or re-timed copies of a
+/// recording, and is strict: on the development set's negatives the
+/// harmony reaches 2.9 with band agreement 0.9 (a 10 s excerpt of
+/// electronic music against a chorale), which a looser mapping flagged.
+const HARMONY_MID: f32 = 3.35;
+/// Harmony score per unit of logit of that part.
+const HARMONY_SCALE: f32 = 0.15;
+/// Landmark ratio at which the landmark part of `audio_score` is 0.5: on
+/// the development set, the weakest copy mixed 6 dB under other music that
+/// can be heard at all has 3.6, the highest of 141 negatives 2.05 (a
+/// chorale rendered with the same instrument samples as the training
+/// chorales, on the same beat grid); this is about their geometric mean.
+const LANDMARK_RATIO_MID: f32 = 2.7;
+/// Landmark ratio per unit of logit.
+const LANDMARK_RATIO_SCALE: f32 = 0.25;
+/// Items the landmarks add to the candidates (when not there already).
+const LANDMARK_CANDIDATES: usize = 2;
+/// ... if their ratio is at least this.
+const LANDMARK_CANDIDATE_RATIO: f32 = 1.5;
 /// Harmony evidence (alignment score over the square root of its length)
 /// at which `melody_score` reaches 0.5: just above the largest value of the
 /// development set's negatives but one (27.2; the one above, 45.7, is a Bach
@@ -660,7 +755,9 @@ const EVIDENCE_MID: f32 = 28.0;
 /// Evidence per unit of logit of `melody_score`.
 const EVIDENCE_SCALE: f32 = 3.0;
 /// Band correlation at which the audio agreement maps to 0.5.
-const AUDIO_MID: f32 = 0.6;
+const AUDIO_MID: f32 = 0.7;
+/// Band correlation per unit of logit.
+const AUDIO_SCALE: f32 = 0.05;
 
 /// Leading embedding dimensions that hold the harmony part.
 const HARMONY_DIMS: usize = 7 * crate::embed::TIME_BANDS.len();

@@ -8,11 +8,12 @@ use ndarray::Array2;
 
 use crate::decode::SourceInfo;
 use crate::error::{Error, ErrorKind, Result, Stage};
+use crate::landmarks::LandmarkPeak;
 use crate::melody::Melody;
 use crate::params::AnalysisParams;
 
 /// The fingerprint file format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The first eight bytes of every fingerprint file.
 pub const MAGIC: &[u8; 8] = b"REFRAINF";
 /// Conventional file extension of fingerprint files.
@@ -38,14 +39,22 @@ pub struct Fingerprint {
     pub melody: Melody,
     /// Window embeddings, windows × [`crate::embed::dim`].
     pub embeddings: Array2<f32>,
+    /// Sparse landmark peaks, stored in an index for training items
+    /// ([`AnalysisParams::landmark_index`]).
+    pub landmarks_index: Vec<LandmarkPeak>,
+    /// Dense landmark peaks, matched when auditing a query
+    /// ([`AnalysisParams::landmark_query`]).
+    pub landmarks_query: Vec<LandmarkPeak>,
 }
 
 /// Element types of sections.
 const F32: u8 = 1;
 const U8: u8 = 2;
+const U32: u8 = 3;
+const SECTIONS: u16 = 8;
 
 impl Fingerprint {
-    /// Serialises to the v1 byte layout.
+    /// Serialises to the v2 byte layout.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(
             HEADER_LEN
@@ -55,7 +64,8 @@ impl Fingerprint {
                     + self.embeddings.len()
                     + self.melody.cents.len())
                 + self.melody.voiced.len()
-                + 128,
+                + 8 * (self.landmarks_index.len() + self.landmarks_query.len())
+                + 160,
         );
         b.extend_from_slice(MAGIC);
         b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -64,7 +74,7 @@ impl Fingerprint {
         b.extend_from_slice(&self.source.duration_s.to_le_bytes());
         b.extend_from_slice(&self.source.sample_rate.to_le_bytes());
         b.extend_from_slice(&self.source.channels.to_le_bytes());
-        b.extend_from_slice(&6u16.to_le_bytes()); // sections
+        b.extend_from_slice(&SECTIONS.to_le_bytes());
         b.extend_from_slice(&self.tuning_cents.to_le_bytes());
         b.extend_from_slice(&self.melody.hop_s.to_le_bytes());
         debug_assert_eq!(b.len(), HEADER_LEN);
@@ -79,12 +89,14 @@ impl Fingerprint {
         section_header(&mut b, b"MELV", U8, n, 1);
         b.extend(self.melody.voiced.iter().map(|&v| v as u8));
         put_f32(&mut b, b"EMBD", &self.embeddings);
+        put_peaks(&mut b, b"LMKI", &self.landmarks_index);
+        put_peaks(&mut b, b"LMKQ", &self.landmarks_query);
         let crc = crc32fast::hash(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         b
     }
 
-    /// Parses the v1 byte layout, refusing another version, other analysis
+    /// Parses the v2 byte layout, refusing another version, other analysis
     /// parameters (`expected_params_hash`), a bad checksum or an inconsistent
     /// layout.
     pub fn from_bytes(bytes: &[u8], expected_params_hash: u64) -> Result<Self, ErrorKind> {
@@ -123,8 +135,8 @@ impl Fingerprint {
         let sections = r.u16()?;
         let tuning_cents = r.f32()?;
         let hop_s = r.f64()?;
-        if sections != 6 {
-            return Err(corrupt("expected 6 sections"));
+        if sections != SECTIONS {
+            return Err(corrupt("expected 8 sections"));
         }
         if !(duration_s.is_finite() && duration_s >= 0.0 && tuning_cents.is_finite() && hop_s > 0.0)
         {
@@ -137,6 +149,8 @@ impl Fingerprint {
         let (n, _) = r.section_header(b"MELV", U8, Some(1))?;
         let voiced: Vec<bool> = r.take(n)?.iter().map(|&v| v != 0).collect();
         let embeddings = r.f32_section(b"EMBD", Some(crate::embed::dim()))?;
+        let landmarks_index = r.peak_section(b"LMKI", cents.len())?;
+        let landmarks_query = r.peak_section(b"LMKQ", cents.len())?;
         if voiced.len() != cents.len() {
             return Err(corrupt("melody pitch and voicing lengths differ"));
         }
@@ -160,6 +174,8 @@ impl Fingerprint {
                 voiced,
             },
             embeddings,
+            landmarks_index,
+            landmarks_query,
         })
     }
 
@@ -222,6 +238,14 @@ fn put_f32(b: &mut Vec<u8>, tag: &[u8; 4], a: &Array2<f32>) {
     section_header(b, tag, F32, a.nrows(), a.ncols());
     for v in a.iter() {
         b.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn put_peaks(b: &mut Vec<u8>, tag: &[u8; 4], peaks: &[LandmarkPeak]) {
+    section_header(b, tag, U32, peaks.len(), 2);
+    for p in peaks {
+        b.extend_from_slice(&p.frame.to_le_bytes());
+        b.extend_from_slice(&(p.bin as u32).to_le_bytes());
     }
 }
 
@@ -290,7 +314,7 @@ impl<'a> Reader<'a> {
             }
         }
         // the data must fit in what is left: no allocation from a bogus size
-        let size = if dtype == F32 { 4 } else { 1 };
+        let size = if dtype == U8 { 1 } else { 4 };
         let need = rows.checked_mul(c).and_then(|n| n.checked_mul(size));
         match need {
             Some(n) if n <= self.b.len() - self.pos => Ok((rows * c, c)),
@@ -299,6 +323,38 @@ impl<'a> Reader<'a> {
                 String::from_utf8_lossy(tag)
             ))),
         }
+    }
+
+    /// A landmark peak section: sorted, in range, frames below `frames`.
+    fn peak_section(
+        &mut self,
+        tag: &[u8; 4],
+        frames: usize,
+    ) -> Result<Vec<LandmarkPeak>, ErrorKind> {
+        let (n, _) = self.section_header(tag, U32, Some(2))?;
+        let raw = self.take(n * 4)?;
+        let mut peaks = Vec::with_capacity(n / 2);
+        for ch in raw.chunks_exact(8) {
+            let frame = u32::from_le_bytes(ch[..4].try_into().expect("4"));
+            let bin = u32::from_le_bytes(ch[4..].try_into().expect("4"));
+            if bin > u16::MAX as u32 || frame as usize >= frames {
+                return Err(ErrorKind::Corrupt(format!(
+                    "section {} holds a peak outside the signal",
+                    String::from_utf8_lossy(tag)
+                )));
+            }
+            peaks.push(LandmarkPeak {
+                frame,
+                bin: bin as u16,
+            });
+        }
+        if !crate::landmarks::valid_peaks(&peaks) {
+            return Err(ErrorKind::Corrupt(format!(
+                "section {} is not a sorted list of peaks in range",
+                String::from_utf8_lossy(tag)
+            )));
+        }
+        Ok(peaks)
     }
 
     fn f32_section(
@@ -330,7 +386,8 @@ mod tests {
     use crate::analysis::{audio_at_analysis_rate, Analyzer};
     use crate::synth;
 
-    /// The synthesized signals behind `fingerprints/v1/` (see its README).
+    /// The synthesized signals behind `fingerprints/v1/` and `v2/` (see
+    /// their READMEs).
     fn sample_signals() -> Vec<(&'static str, Vec<f32>)> {
         let tone = |freqs: &[f32], secs: f32| synth::tones(freqs, secs, 11_025);
         vec![
@@ -382,6 +439,41 @@ mod tests {
             agree * 100 >= n * 99,
             "{what}: melody agrees on {agree}/{n}"
         );
+        for (x, y, name) in [
+            (&a.landmarks_index, &b.landmarks_index, "index landmarks"),
+            (&a.landmarks_query, &b.landmarks_query, "query landmarks"),
+        ] {
+            let ys: std::collections::HashSet<_> = y.iter().collect();
+            let common = x.iter().filter(|p| ys.contains(p)).count();
+            assert!(
+                common * 100 >= x.len().max(y.len()) * 95,
+                "{what}: {name} agree on {common} of {}/{}",
+                x.len(),
+                y.len()
+            );
+        }
+    }
+
+    /// Old files are kept as test data: a version-1 sample is refused, and
+    /// the error says which version it is.
+    #[test]
+    fn version_1_samples_are_refused_by_version() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fingerprints/v1");
+        for (name, _) in sample_signals() {
+            let path = dir.join(format!("{name}.{EXTENSION}"));
+            let e = Fingerprint::read(&path, &AnalysisParams::default()).unwrap_err();
+            assert!(
+                matches!(
+                    e.kind,
+                    ErrorKind::Version {
+                        found: 1,
+                        expected: FORMAT_VERSION
+                    }
+                ),
+                "{e}"
+            );
+            assert!(e.to_string().contains(name), "{e}");
+        }
     }
 
     #[test]
@@ -410,14 +502,14 @@ mod tests {
         let bytes = fp.to_bytes();
         // another version
         let mut v2 = bytes.clone();
-        v2[8] = 2;
+        v2[8] = 3;
         let e = Fingerprint::from_bytes(&v2, fp.params_hash).unwrap_err();
         assert!(
             matches!(
                 e,
                 ErrorKind::Version {
-                    found: 2,
-                    expected: 1
+                    found: 3,
+                    expected: 2
                 }
             ),
             "{e}"

@@ -30,14 +30,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result, Stage};
 use crate::fingerprint::{write_atomic, Fingerprint};
+use crate::landmarks::LandmarkIndex;
 use crate::params::AnalysisParams;
 use crate::search::{CandidateSearch, ExactSearch, HnswSearch};
 use crate::sequences::Sequences;
 
 /// The index format version this build reads and writes.
 ///
-/// Version 2 added the manifest checksum in `CURRENT`.
-pub const INDEX_VERSION: u32 = 2;
+/// Version 2 added the manifest checksum in `CURRENT`; version 3 the
+/// landmark peaks of every item in `items.bin`.
+pub const INDEX_VERSION: u32 = 3;
 /// Every `WINDOW_STRIDE`-th embedding window of an item is indexed (every
 /// 2 s); queries use all of theirs.
 pub const WINDOW_STRIDE: usize = 2;
@@ -143,6 +145,8 @@ pub struct Index {
     /// 8-bit window embeddings (×127), kept for `--add` rebuilds.
     vectors_q: Vec<i8>,
     engine: Engine,
+    /// The items' landmark pairs by hash (built from `sequences`).
+    landmarks: LandmarkIndex,
 }
 
 /// The candidate-search engine behind an index.
@@ -277,7 +281,9 @@ impl IndexBuilder {
         } else {
             Engine::Hnsw(HnswSearch::build(&vectors, dim))
         };
+        let landmarks = landmark_index(&self.sequences, &self.params);
         Index {
+            landmarks,
             manifest: Manifest {
                 format: "refrain-index".into(),
                 format_version: INDEX_VERSION,
@@ -568,6 +574,7 @@ impl Index {
             )
         };
         Ok(Index {
+            landmarks: landmark_index(&sequences, &manifest.params),
             manifest,
             sequences,
             window_item,
@@ -575,6 +582,11 @@ impl Index {
             vectors_q,
             engine,
         })
+    }
+
+    /// The items' landmark pairs, grouped by hash.
+    pub fn landmarks(&self) -> &LandmarkIndex {
+        &self.landmarks
     }
 
     /// The analysis parameters the index was built with.
@@ -601,6 +613,14 @@ impl Index {
             })
             .unwrap_or(0)
     }
+}
+
+/// The landmark table of the items' stored peaks.
+fn landmark_index(sequences: &[Sequences], params: &AnalysisParams) -> LandmarkIndex {
+    LandmarkIndex::build(
+        sequences.iter().map(|s| s.peaks.as_slice()),
+        params.landmark_index.fan_out,
+    )
 }
 
 /// Scales every row of a flat buffer back to unit length.
@@ -759,6 +779,14 @@ mod tests {
                 voiced: (0..n).map(|i| i % 3 != 0).collect(),
             },
             embeddings,
+            landmarks_index: (0..n as u32)
+                .step_by(7)
+                .map(|frame| crate::landmarks::LandmarkPeak {
+                    frame,
+                    bin: 6 + (rng.uniform() * 700.0) as u16,
+                })
+                .collect(),
+            landmarks_query: Vec::new(),
         }
     }
 

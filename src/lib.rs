@@ -24,6 +24,7 @@ pub mod eval;
 pub mod fingerprint;
 pub mod index;
 pub mod inputs;
+pub mod landmarks;
 
 pub mod error;
 

@@ -5,10 +5,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::landmarks::PickerSettings;
+
 /// Names the meaning of the analysis code: change it whenever a change of
 /// code (not of a parameter) changes what a fingerprint holds, so that old
 /// artifacts are refused instead of compared.
-pub const ANALYSIS_REVISION: &str = "refrain-analysis-2026-11-24a\0";
+pub const ANALYSIS_REVISION: &str = "refrain-analysis-2026-11-25a\0";
 
 /// The parameters of the analysis front end.
 ///
@@ -53,6 +55,12 @@ pub struct AnalysisParams {
     pub embed_window: usize,
     /// Embedding hop in chroma frames.
     pub embed_hop: usize,
+    /// Landmark peaks stored for training items (sparse).
+    pub landmark_index: PickerSettings,
+    /// Landmark peaks picked from queries (denser, and each paired with
+    /// more successors, so that a training item's pairs survive in a query
+    /// where other music takes most of the loudest peaks).
+    pub landmark_query: PickerSettings,
 }
 
 impl Default for AnalysisParams {
@@ -76,6 +84,18 @@ impl Default for AnalysisParams {
             bands: 24,
             embed_window: 40,
             embed_hop: 10,
+            landmark_index: PickerSettings {
+                peaks_per_frame: 1,
+                decay: 0.985,
+                spread_bins: 40.0,
+                fan_out: 3,
+            },
+            landmark_query: PickerSettings {
+                peaks_per_frame: 3,
+                decay: 0.97,
+                spread_bins: 30.0,
+                fan_out: 16,
+            },
         }
     }
 }

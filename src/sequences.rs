@@ -4,6 +4,7 @@
 //! through the same quantisation.
 
 use crate::fingerprint::Fingerprint;
+use crate::landmarks::LandmarkPeak;
 use crate::params::AnalysisParams;
 
 /// Marks an unvoiced melody frame.
@@ -33,6 +34,8 @@ pub struct Sequences {
     pub melody: Vec<i16>,
     /// Estimated tuning in cents.
     pub tuning_cents: f32,
+    /// Sparse landmark peaks (the fingerprint's `landmarks_index`).
+    pub peaks: Vec<LandmarkPeak>,
 }
 
 impl Sequences {
@@ -84,6 +87,7 @@ impl Sequences {
             n_bands: nb,
             melody,
             tuning_cents: fp.tuning_cents,
+            peaks: fp.landmarks_index.clone(),
         }
     }
 
@@ -94,7 +98,14 @@ impl Sequences {
 
     /// Serialised size in bytes.
     pub fn encoded_len(&self) -> usize {
-        4 + 4 + 4 + 4 + self.cens.len() + self.bands.len() + 2 * self.melody.len()
+        4 + 4
+            + 4
+            + 4
+            + self.cens.len()
+            + self.bands.len()
+            + 2 * self.melody.len()
+            + 4
+            + 2 * peak_words(&self.peaks)
     }
 
     /// Appends the little-endian encoding (see `fingerprints/FORMAT.md`,
@@ -109,6 +120,8 @@ impl Sequences {
         for m in &self.melody {
             out.extend_from_slice(&m.to_le_bytes());
         }
+        out.extend_from_slice(&(peak_words(&self.peaks) as u32).to_le_bytes());
+        encode_peaks(&self.peaks, out);
     }
 
     /// Decodes one record from the front of `b`, returning it and the bytes
@@ -143,6 +156,14 @@ impl Sequences {
             .chunks_exact(2)
             .map(|c| i16::from_le_bytes([c[0], c[1]]))
             .collect();
+        o += m_len;
+        let words = u32_at(o)?;
+        let p_len = words.checked_mul(2)?;
+        let total = total.checked_add(4)?.checked_add(p_len)?;
+        if total > b.len() {
+            return None;
+        }
+        let peaks = decode_peaks(&b[o + 4..o + 4 + p_len])?;
         Some((
             Sequences {
                 cens,
@@ -150,10 +171,63 @@ impl Sequences {
                 n_bands,
                 melody,
                 tuning_cents: tuning,
+                peaks,
             },
             total,
         ))
     }
+}
+
+/// Frame steps a peak word can hold; the largest value means "advance this
+/// many frames, no peak here".
+const STEP_ESCAPE: u32 = 63;
+
+/// Number of 16-bit words [`encode_peaks`] writes.
+fn peak_words(peaks: &[LandmarkPeak]) -> usize {
+    let mut prev = 0u32;
+    let mut n = 0;
+    for p in peaks {
+        n += ((p.frame - prev) / STEP_ESCAPE) as usize + 1;
+        prev = p.frame;
+    }
+    n
+}
+
+/// Peaks as 16-bit words: the frame step from the previous peak in the top
+/// 6 bits and the bin in the low 10; a step of 63 or more first writes
+/// words of step 63 and bin 0 that only advance.
+fn encode_peaks(peaks: &[LandmarkPeak], out: &mut Vec<u8>) {
+    let mut prev = 0u32;
+    for p in peaks {
+        let mut step = p.frame - prev;
+        while step >= STEP_ESCAPE {
+            out.extend_from_slice(&((STEP_ESCAPE as u16) << 10).to_le_bytes());
+            step -= STEP_ESCAPE;
+        }
+        out.extend_from_slice(&(((step as u16) << 10) | p.bin).to_le_bytes());
+        prev = p.frame;
+    }
+}
+
+/// The inverse of [`encode_peaks`]; `None` unless the result is a valid
+/// peak list.
+fn decode_peaks(b: &[u8]) -> Option<Vec<LandmarkPeak>> {
+    let mut peaks = Vec::with_capacity(b.len() / 2);
+    let mut frame = 0u32;
+    for w in b.chunks_exact(2) {
+        let w = u16::from_le_bytes([w[0], w[1]]);
+        let step = (w >> 10) as u32;
+        let bin = w & 0x3ff;
+        frame = frame.checked_add(step)?;
+        if step == STEP_ESCAPE {
+            if bin != 0 {
+                return None;
+            }
+            continue;
+        }
+        peaks.push(LandmarkPeak { frame, bin });
+    }
+    crate::landmarks::valid_peaks(&peaks).then_some(peaks)
 }
 
 #[cfg(test)]
@@ -174,6 +248,7 @@ mod tests {
         assert!((s.frames() as f64 - secs * p.cens_rate()).abs() < 2.0);
         assert!((s.melody.len() as f64 - secs * MELODY_RATE).abs() < 2.0);
         assert!(s.melody.iter().any(|&m| m != UNVOICED));
+        assert!(s.peaks.len() as f64 > secs * 5.0, "{} peaks", s.peaks.len());
         let mut buf = Vec::new();
         s.encode(&mut buf);
         assert_eq!(buf.len(), s.encoded_len());
@@ -183,5 +258,43 @@ mod tests {
         for cut in 0..buf.len() {
             assert!(Sequences::decode(&buf[..cut]).is_none());
         }
+    }
+
+    #[test]
+    fn peaks_round_trip_across_long_gaps() {
+        let peaks = vec![
+            LandmarkPeak { frame: 0, bin: 6 },
+            LandmarkPeak { frame: 0, bin: 743 },
+            LandmarkPeak {
+                frame: 62,
+                bin: 100,
+            },
+            LandmarkPeak {
+                frame: 125,
+                bin: 100,
+            },
+            LandmarkPeak {
+                frame: 100_000,
+                bin: 400,
+            },
+        ];
+        let mut b = Vec::new();
+        encode_peaks(&peaks, &mut b);
+        assert_eq!(b.len(), 2 * peak_words(&peaks));
+        assert_eq!(decode_peaks(&b).unwrap(), peaks);
+        // unsorted or out-of-range lists do not decode
+        let mut bad = Vec::new();
+        encode_peaks(
+            &[LandmarkPeak {
+                frame: 3,
+                bin: 1000,
+            }],
+            &mut bad,
+        );
+        assert!(decode_peaks(&bad).is_none());
+        assert!(
+            decode_peaks(&[0x05, 0xfc]).is_none(),
+            "escape word with a bin"
+        );
     }
 }

@@ -767,6 +767,14 @@ mod api {
                 voiced: (0..n).map(|i| i % 4 != 0).collect(),
             },
             embeddings,
+            landmarks_index: (0..n as u32)
+                .step_by(5)
+                .map(|frame| refrain::landmarks::LandmarkPeak {
+                    frame,
+                    bin: 6 + (rng.uniform() * 700.0) as u16,
+                })
+                .collect(),
+            landmarks_query: Vec::new(),
         }
     }
 

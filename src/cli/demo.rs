@@ -97,7 +97,12 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         },
         None,
     )?;
-    for (i, seed) in [101u64, 102, 103].iter().enumerate() {
+    // originals: the synthesizer plays every note of a timbre with the same
+    // waveform, so a piece in a training song's key at nearly its tempo
+    // (seed 101: song05's key, 97 against 95 bpm) shares many exact
+    // spectral peaks with it, which landmarks rightly find; these three
+    // are in other keys or tempos
+    for (i, seed) in [102u64, 103, 106].iter().enumerate() {
         clip(
             &format!("{}_original_{seed}.wav", (b'e' + i as u8) as char),
             *seed,
