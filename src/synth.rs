@@ -317,13 +317,16 @@ pub fn render(piece: &Piece, r: &Render) -> Vec<f32> {
         }
     }
     if r.drums {
-        // the drum noise is the piece's own (seeded by its rhythm, which a
-        // transposed or re-timed rendering keeps): two pieces never share
-        // a bit-identical drum track, which would be an audio copy
+        // the drum noise is the piece's own, seeded by its notes relative
+        // to its lowest one (which a transposed or re-timed rendering
+        // keeps): two pieces never share a bit-identical drum track, which
+        // would be an audio copy
+        let low = piece.notes.iter().map(|n| n.midi).fold(f32::MAX, f32::min);
         let rhythm = piece.notes.iter().fold(piece.notes.len() as u64, |h, n| {
             h.wrapping_mul(0x100_0000_01b3)
                 ^ ((n.start * 64.0) as u64)
                 ^ (((n.dur * 64.0) as u64) << 20)
+                ^ ((((n.midi - low) * 8.0) as u64) << 40)
         });
         let mut rng = Rng::new(rhythm);
         let beats = piece.beats as usize;
