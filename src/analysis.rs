@@ -26,6 +26,8 @@ pub struct Analyzer {
     fine_chroma: Vec<f32>,
     index_picker: PeakPicker,
     query_picker: PeakPicker,
+    /// Whether the sparse (stored) landmark peaks are picked.
+    index_landmarks: bool,
 }
 
 impl Analyzer {
@@ -35,11 +37,22 @@ impl Analyzer {
         Analyzer {
             index_picker: PeakPicker::new(params.landmark_index, bin_hz, params.fmin_hz),
             query_picker: PeakPicker::new(params.landmark_query, bin_hz, params.fmin_hz),
+            index_landmarks: true,
             params: params.clone(),
             stft: Stft::new(params.fft_size, params.hop),
             embedder: Embedder::new(params),
             peaks: Vec::with_capacity(params.max_peaks * 4),
             fine_chroma: Vec::new(),
+        }
+    }
+
+    /// An analyzer for queries only: it skips the sparse landmark peaks that
+    /// only training items store, so its fingerprints have none and
+    /// [`crate::index::IndexBuilder::add`] refuses them.
+    pub fn for_queries(params: &AnalysisParams) -> Self {
+        Analyzer {
+            index_landmarks: false,
+            ..Self::new(params)
         }
     }
 
@@ -93,13 +106,16 @@ impl Analyzer {
         let mut melody = MelodyTracker::new(p);
         let peaks = &mut self.peaks;
         let (index_picker, query_picker) = (&mut self.index_picker, &mut self.query_picker);
+        let index_landmarks = self.index_landmarks;
         let (fmin, fmax, max_peaks) = (p.fmin_hz, p.fmax_hz, p.max_peaks);
         self.stft.for_each_frame(&audio.samples, |_, mag| {
             bands.push_frame(mag);
             find_peaks(mag, bin_hz, fmin, fmax, max_peaks, peaks);
             chroma.push_frame(peaks);
             melody.push_frame(peaks);
-            index_picker.push_frame(mag, peaks);
+            if index_landmarks {
+                index_picker.push_frame(mag, peaks);
+            }
             query_picker.push_frame(mag, peaks);
         });
         let mut chroma = chroma.finish();
@@ -238,6 +254,24 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn query_fingerprints_have_no_stored_peaks_and_cannot_be_indexed() {
+        let p = AnalysisParams::default();
+        let x = synth::render(&synth::compose(2, 4), &Render::default());
+        let audio = audio_at_analysis_rate(x, &p);
+        let full = Analyzer::new(&p).analyze(&audio).unwrap();
+        let query = Analyzer::for_queries(&p).analyze(&audio).unwrap();
+        assert!(!full.landmarks_index.is_empty());
+        assert!(query.landmarks_index.is_empty());
+        // everything else is the same analysis
+        assert_eq!(query.landmarks_query, full.landmarks_query);
+        assert_eq!(query.chroma, full.chroma);
+        let mut b = crate::index::IndexBuilder::new(&p);
+        let e = b.add("q.wav", "h", &query).unwrap_err().to_string();
+        assert!(e.contains("q.wav") && e.contains("queries only"), "{e}");
+        b.add("full.wav", "h2", &full).unwrap();
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::embed::{time_scale, Embedder};
 use crate::error::{Error, ErrorKind, Result, Stage};
 use crate::fingerprint::Fingerprint;
 use crate::index::{Index, Thresholds};
-use crate::landmarks::{Landmark, LandmarkMatch};
+use crate::landmarks::{Landmark, LandmarkMatch, SearchScratch};
 use crate::params::AnalysisParams;
 use crate::sequences::{Sequences, MELODY_RATE, UNVOICED};
 
@@ -213,7 +213,7 @@ struct Work {
     matrices: Matrices,
     harmony_query: Vec<f32>,
     landmarks: Vec<Landmark>,
-    landmark_scratch: Vec<(u64, u32)>,
+    landmark_scratch: SearchScratch,
 }
 
 thread_local! {
@@ -258,13 +258,13 @@ impl<'a> Auditor<'a> {
             if slot.as_ref().map(|w| w.hash) != Some(hash) {
                 *slot = Some(Work {
                     hash,
-                    analyzer: Analyzer::new(&self.params),
+                    analyzer: Analyzer::for_queries(&self.params),
                     embedder: Embedder::new(&self.params),
                     scratch: Scratch::default(),
                     matrices: Matrices::default(),
                     harmony_query: Vec::new(),
                     landmarks: Vec::new(),
-                    landmark_scratch: Vec::new(),
+                    landmark_scratch: SearchScratch::default(),
                 });
             }
             f(slot.as_mut().expect("just set"))
@@ -746,7 +746,7 @@ const LANDMARK_RATIO_SCALE: f32 = 0.25;
 /// Items the landmarks add to the candidates (when not there already).
 const LANDMARK_CANDIDATES: usize = 2;
 /// ... if their ratio is at least this.
-const LANDMARK_CANDIDATE_RATIO: f32 = 1.5;
+const LANDMARK_CANDIDATE_RATIO: f32 = 2.0;
 /// Harmony evidence (alignment score over the square root of its length)
 /// at which `melody_score` reaches 0.5: just above the largest value of the
 /// development set's negatives but one (27.2; the one above, 45.7, is a Bach
@@ -1006,10 +1006,27 @@ mod tests {
         assert_eq!(c.item, 3, "{c:?}");
         assert!((c.transpose_semitones - 2.0).abs() <= 0.5, "{c:?}");
         assert!((c.tempo_ratio - 1.06).abs() <= 0.03 * 1.06, "{c:?}");
-        // an original passes
-        for seed in [201, 202, 203] {
+        // originals pass: the first three from seed 201 on that differ from
+        // every indexed song in key and by more than 5 % in tempo. (The
+        // synthesizer's melodies and progressions come from small sets and
+        // it plays every note of a timbre with one waveform: a piece in a
+        // song's key at its tempo can replay stretches of it sample for
+        // sample, which landmarks rightly count as copied audio.)
+        let key = |seed: u64| {
+            let mut pcs = [false; 12];
+            for n in &synth::compose(seed, 24).notes {
+                pcs[(n.midi.round() as i32).rem_euclid(12) as usize] = true;
+            }
+            pcs
+        };
+        let bpm = |seed: u64| synth::compose(seed, 24).bpm;
+        let distinct = |seed: u64| {
+            (1..=9u64).all(|s| key(s) != key(seed) && (bpm(s) / bpm(seed) - 1.0).abs() > 0.05)
+        };
+        let originals: Vec<u64> = (201..).filter(|&s| distinct(s)).take(3).collect();
+        for seed in originals {
             let r = auditor.check_fingerprint(&fp(song(seed, 12))).unwrap();
-            assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.best());
+            assert_eq!(r.verdict, Verdict::Pass, "seed {seed}: {:?}", r.best());
         }
     }
 

@@ -235,6 +235,15 @@ impl IndexBuilder {
                 },
             ));
         }
+        if fp.landmarks_index.is_empty() && !fp.landmarks_query.is_empty() {
+            return Err(Error::new(
+                Stage::WriteIndex,
+                ErrorKind::InvalidInput(format!(
+                    "{path}: the fingerprint was made for queries only (no stored landmark \
+                     peaks); fingerprint the file again with `Analyzer::new`"
+                )),
+            ));
+        }
         let dim = crate::embed::dim();
         let mut windows = 0u32;
         for row in fp.embeddings.rows().into_iter().step_by(WINDOW_STRIDE) {

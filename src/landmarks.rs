@@ -65,6 +65,13 @@ pub const HASH_BITS: u32 = 22;
 /// Width, in frames, of the offset window an item's count is taken over
 /// (peak times jitter by a frame or two between a copy and its original).
 pub const OFFSET_WINDOW: i64 = 5;
+/// Hashes with more stored pairs than this are not looked up: they are
+/// common to much of the index and say little about any item.
+pub const MAX_LIST: usize = 200;
+/// Most stored pairs a query's lookups visit per STFT frame of the query
+/// (rarest hashes first): 30 000 for 10 s, which bounds the cost of a query
+/// against a large index.
+pub const MAX_HITS_PER_FRAME: usize = 30;
 /// The smallest background (chance matches of a short query in a small
 /// index).
 pub const BACKGROUND_FLOOR: f32 = 4.0;
@@ -303,24 +310,30 @@ fn hash(bin: u16, df: i32, dt: u32) -> u32 {
     (f << 13) | (d << 6) | t
 }
 
-/// Bucket table bits: hashes are grouped by their top bits.
-const BUCKET_BITS: u32 = 16;
+/// Buffers [`LandmarkIndex::search`] reuses between queries.
+#[derive(Debug, Default)]
+pub struct SearchScratch {
+    /// (item and biased offset, query frame) of every hit.
+    hits: Vec<(u64, u32)>,
+    /// (list length, query hash, list start) of the hashes looked up.
+    order: Vec<(u32, u32, u64)>,
+}
 
-/// One stored pair: its full hash, item and anchor frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// One stored pair: its item and anchor frame (its hash is its place in
+/// the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Posting {
-    hash: u32,
     item: u32,
     frame: u32,
 }
 
 /// The training pairs of every item, grouped by hash (built in memory from
-/// the stored peaks when an index is opened or built).
+/// the stored peaks when an index is opened or built): 8 bytes per pair
+/// plus a table of 2^22 offsets (32 MB).
 #[derive(Debug, Clone, Default)]
 pub struct LandmarkIndex {
-    /// `buckets[b]..buckets[b + 1]` are the postings whose hash's top
-    /// `BUCKET_BITS` bits are `b`; within a bucket, sorted by hash.
-    buckets: Vec<u32>,
+    /// `starts[h]..starts[h + 1]` are the postings of hash `h`.
+    starts: Vec<u64>,
     postings: Vec<Posting>,
 }
 
@@ -424,28 +437,40 @@ pub fn same_recording(
 
 impl LandmarkIndex {
     /// Builds the table from each item's peaks (item id = position).
-    pub fn build<'a>(items: impl IntoIterator<Item = &'a [LandmarkPeak]>, fan_out: usize) -> Self {
-        let mut postings = Vec::new();
+    pub fn build<'a, I>(items: I, fan_out: usize) -> Self
+    where
+        I: IntoIterator<Item = &'a [LandmarkPeak]> + Clone,
+    {
+        // two passes over the pairs (count, then place) rather than
+        // holding them all twice
+        let n = 1usize << HASH_BITS;
+        let mut starts = vec![0u64; n + 1];
         let mut lm = Vec::new();
+        for peaks in items.clone() {
+            lm.clear();
+            pairs(peaks, fan_out, &mut lm);
+            for l in &lm {
+                starts[l.hash as usize + 1] += 1;
+            }
+        }
+        for h in 0..n {
+            starts[h + 1] += starts[h];
+        }
+        let mut next = starts.clone();
+        let mut postings = vec![Posting { item: 0, frame: 0 }; starts[n] as usize];
         for (id, peaks) in items.into_iter().enumerate() {
             lm.clear();
             pairs(peaks, fan_out, &mut lm);
-            postings.extend(lm.iter().map(|l| Posting {
-                hash: l.hash,
-                item: id as u32,
-                frame: l.frame,
-            }));
+            for l in &lm {
+                let slot = &mut next[l.hash as usize];
+                postings[*slot as usize] = Posting {
+                    item: id as u32,
+                    frame: l.frame,
+                };
+                *slot += 1;
+            }
         }
-        postings.sort_unstable();
-        let nb = 1usize << BUCKET_BITS;
-        let mut buckets = vec![0u32; nb + 1];
-        for p in &postings {
-            buckets[(p.hash >> (HASH_BITS - BUCKET_BITS)) as usize + 1] += 1;
-        }
-        for b in 0..nb {
-            buckets[b + 1] += buckets[b];
-        }
-        LandmarkIndex { buckets, postings }
+        LandmarkIndex { starts, postings }
     }
 
     /// Number of stored pairs.
@@ -458,34 +483,57 @@ impl LandmarkIndex {
         self.postings.is_empty()
     }
 
-    fn postings_of(&self, hash: u32) -> &[Posting] {
-        if self.buckets.is_empty() {
-            return &[];
-        }
-        let b = (hash >> (HASH_BITS - BUCKET_BITS)) as usize;
-        let bucket = &self.postings[self.buckets[b] as usize..self.buckets[b + 1] as usize];
-        let lo = bucket.partition_point(|p| p.hash < hash);
-        let hi = lo + bucket[lo..].partition_point(|p| p.hash == hash);
-        &bucket[lo..hi]
-    }
-
     /// Matches a query's hashes, leaving out `exclude` (leave-one-out).
     /// `scratch` is reused between calls.
     pub fn search(
         &self,
         query: &[Landmark],
         exclude: Option<usize>,
-        scratch: &mut Vec<(u64, u32)>,
+        scratch: &mut SearchScratch,
     ) -> LandmarkMatches {
+        let SearchScratch {
+            hits: scratch,
+            order,
+        } = scratch;
         scratch.clear();
-        for l in query {
-            for p in self.postings_of(l.hash) {
+        // rarest hashes first, within a budget of hits: common hashes (a
+        // bass note of a common timbre) say little and cost the most
+        order.clear();
+        let mut total = 0usize;
+        for (i, l) in query.iter().enumerate() {
+            let h = l.hash as usize;
+            let Some(s) = self.starts.get(h..h + 2) else {
+                continue;
+            };
+            let n = (s[1] - s[0]) as usize;
+            if n > 0 && n <= MAX_LIST {
+                order.push((n as u32, i as u32, s[0]));
+                total += n;
+            }
+        }
+        let frames = query
+            .iter()
+            .map(|l| l.frame as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut budget = MAX_HITS_PER_FRAME * frames;
+        if total > budget {
+            // by list length (a counting sort: lengths are at most MAX_LIST)
+            order.sort_unstable_by_key(|o| o.0);
+        }
+        for &(n, i, start) in order.iter() {
+            if n as usize > budget {
+                break;
+            }
+            budget -= n as usize;
+            let frame = query[i as usize].frame;
+            for p in &self.postings[start as usize..start as usize + n as usize] {
                 if Some(p.item as usize) == exclude {
                     continue;
                 }
                 // (item, offset biased to stay positive), query frame
-                let offset = p.frame as i64 - l.frame as i64 + (1i64 << 31);
-                scratch.push((((p.item as u64) << 32) | offset as u64, l.frame));
+                let offset = p.frame as i64 - frame as i64 + (1i64 << 31);
+                scratch.push((((p.item as u64) << 32) | offset as u64, frame));
             }
         }
         scratch.sort_unstable();
@@ -638,7 +686,7 @@ mod tests {
                 p.landmark_query.fan_out,
                 &mut lm,
             );
-            let mut m = index.search(&lm, None, &mut Vec::new());
+            let mut m = index.search(&lm, None, &mut SearchScratch::default());
             m.resolve_background(|i| stored[i as usize].as_slice());
             m
         };
@@ -684,7 +732,7 @@ mod tests {
             p.landmark_query.fan_out,
             &mut lm,
         );
-        let mut m = index2.search(&lm, None, &mut Vec::new());
+        let mut m = index2.search(&lm, None, &mut SearchScratch::default());
         m.resolve_background(|i| twice[i as usize].as_slice());
         assert_eq!(m.items[0].count, m.items[1].count, "{m:?}");
         assert!(
@@ -699,7 +747,7 @@ mod tests {
             p.landmark_query.fan_out,
             &mut lm,
         );
-        let m = index.search(&lm, Some(2), &mut Vec::new());
+        let m = index.search(&lm, Some(2), &mut SearchScratch::default());
         assert!(m.items.iter().all(|x| x.item != 2));
     }
 }
