@@ -480,9 +480,12 @@ impl<'a> Auditor<'a> {
     }
 
     /// Adds an item's landmark evidence: `audio_score` becomes the larger
-    /// of the alignment's and the landmarks' own, and when the landmarks
-    /// are the stronger evidence, the ranges are theirs (same recording:
-    /// no transposition, tempo 1).
+    /// of the alignment's and the landmarks' own. When that is at least 0.5,
+    /// the ranges become the landmarks' (same recording: no transposition,
+    /// tempo 1) unless the alignment found the match itself
+    /// (`melody_score` ≥ 0.5): a re-played
+    /// part can carry identical audio (a drum track) while the alignment
+    /// measures the transposition and tempo of the rest.
     fn add_landmarks(&self, c: &mut Candidate, m: &LandmarkMatch, ratio: f32) {
         c.raw.landmarks = m.count;
         c.raw.landmark_ratio = ratio;
@@ -491,7 +494,7 @@ impl<'a> Auditor<'a> {
             return;
         }
         c.audio_score = score;
-        if score >= c.melody_score {
+        if score >= 0.5 && c.melody_score < 0.5 {
             let s = self.params.frame_seconds() as f32;
             let (q0, q1) = m.query_frames;
             let offset = m.offset_frames as f32 * s;

@@ -403,6 +403,26 @@ impl LandmarkMatches {
     }
 }
 
+/// Largest gap (frames, 2 s) inside the query range of a match.
+const RANGE_GAP: u32 = 200;
+
+/// The first and last of the longest run (by count) of sorted `frames`
+/// without a gap over [`RANGE_GAP`].
+fn densest_run(frames: &[u32]) -> (u32, u32) {
+    let (mut best, mut best_n) = ((0, 0), 0);
+    let mut start = 0;
+    for i in 0..frames.len() {
+        if i > 0 && frames[i] - frames[i - 1] > RANGE_GAP {
+            start = i;
+        }
+        if i + 1 - start > best_n {
+            best_n = i + 1 - start;
+            best = (frames[start], frames[i]);
+        }
+    }
+    best
+}
+
 /// Whether `b` holds the recording `a` holds in its frames `range`: at
 /// least 60 % of `a`'s peaks there are also `b`'s, `shift`
 /// frames later (± 1 frame), at the same bin.
@@ -564,14 +584,19 @@ impl LandmarkIndex {
                 _ => items.push(m),
             }
         }
-        // the query range of each item's best window
+        // the query range of each item's best window: the run of its hits
+        // without a gap over RANGE_GAP frames that holds the most of them
+        // (a stray chance hit at the same offset does not stretch it)
+        let mut frames: Vec<u32> = Vec::new();
         for m in &mut items {
             let lo = ((m.item as u64) << 32) | (m.offset_frames + (1i64 << 31)) as u64;
             let hi = lo + OFFSET_WINDOW as u64;
             let from = scratch.partition_point(|x| x.0 < lo);
             let to = scratch.partition_point(|x| x.0 < hi);
-            let frames = scratch[from..to].iter().map(|x| x.1);
-            m.query_frames = (frames.clone().min().unwrap_or(0), frames.max().unwrap_or(0));
+            frames.clear();
+            frames.extend(scratch[from..to].iter().map(|x| x.1));
+            frames.sort_unstable();
+            m.query_frames = densest_run(&frames);
         }
         items.sort_by(|a, b| b.count.cmp(&a.count).then(a.item.cmp(&b.item)));
         LandmarkMatches {
@@ -641,6 +666,19 @@ mod tests {
             peaks.len()
         );
         assert!(valid_peaks(&peaks));
+    }
+
+    #[test]
+    fn a_match_range_leaves_out_stray_hits() {
+        assert_eq!(densest_run(&[]), (0, 0));
+        assert_eq!(densest_run(&[5]), (5, 5));
+        // a stray hit 20 s before the copied run
+        assert_eq!(
+            densest_run(&[100, 2100, 2150, 2300, 2450, 2600]),
+            (2100, 2600)
+        );
+        // a gap under 2 s stays inside
+        assert_eq!(densest_run(&[0, 150, 300, 5000]), (0, 300));
     }
 
     #[test]
