@@ -690,9 +690,11 @@ struct Vote {
 }
 
 /// The landmark part of `audio_score`: 0.5 where an item's matched pairs
-/// are 2.7 times the background (see `raw.landmark_ratio`).
+/// are 2.7 times the background (see `raw.landmark_ratio`). At most 0.9999
+/// (the logistic rounds to exactly 1 in `f32` from a ratio of about 7), so
+/// that a threshold of 1 still means "never flag".
 pub fn landmark_score(ratio: f32) -> f32 {
-    sigmoid((ratio - LANDMARK_RATIO_MID) / LANDMARK_RATIO_SCALE)
+    sigmoid((ratio - LANDMARK_RATIO_MID) / LANDMARK_RATIO_SCALE).min(0.9999)
 }
 
 fn sigmoid(x: f32) -> f32 {
