@@ -749,55 +749,7 @@ pub fn content_hash(path: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::SourceInfo;
-    use crate::melody::Melody;
     use crate::synth::Rng;
-    use ndarray::Array2;
-
-    /// A fingerprint with random contents and `windows` embedding windows
-    /// (no analysis: cheap enough for the thousands of windows an HNSW
-    /// index needs).
-    fn random_fp(seed: u64, windows: usize) -> Fingerprint {
-        let p = AnalysisParams::default();
-        let mut rng = Rng::new(seed);
-        let frames = windows + 40;
-        let mut a =
-            |rows: usize, cols: usize| Array2::from_shape_fn((rows, cols), |_| rng.uniform());
-        let chroma = a(frames, 12);
-        let cens = a(frames / 2, 12);
-        let bands = a(frames, p.bands).mapv(|x| x * 60.0 - 80.0);
-        let mut embeddings = a(windows, crate::embed::dim()).mapv(|x| x - 0.5);
-        for mut row in embeddings.rows_mut() {
-            crate::embed::normalize(row.as_slice_mut().unwrap());
-        }
-        let n = frames * 10;
-        Fingerprint {
-            params_hash: p.hash(),
-            source: SourceInfo {
-                sample_rate: 44_100,
-                channels: 2,
-                duration_s: frames as f64 / p.chroma_rate(),
-            },
-            tuning_cents: 3.0,
-            chroma,
-            cens,
-            bands,
-            melody: Melody {
-                hop_s: p.hop as f64 / p.sample_rate as f64,
-                cents: (0..n).map(|i| 6000.0 + (i % 700) as f32).collect(),
-                voiced: (0..n).map(|i| i % 3 != 0).collect(),
-            },
-            embeddings,
-            landmarks_index: (0..n as u32)
-                .step_by(7)
-                .map(|frame| crate::landmarks::LandmarkPeak {
-                    frame,
-                    bin: 6 + (rng.uniform() * 700.0) as u16,
-                })
-                .collect(),
-            landmarks_query: Vec::new(),
-        }
-    }
 
     /// An index of `items` random items with `windows` windows each.
     fn index(items: u64, windows: usize) -> Index {
@@ -806,7 +758,7 @@ mod tests {
             b.add(
                 &format!("item{i}.wav"),
                 &format!("hash{i}"),
-                &random_fp(i, windows),
+                &crate::synth::random_fingerprint(i, windows),
             )
             .unwrap();
         }

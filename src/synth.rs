@@ -432,6 +432,53 @@ pub fn float_wav_bytes(samples: &[f32], sample_rate: u32, channels: u16) -> Vec<
     w
 }
 
+/// A fingerprint with random contents and `windows` embedding windows,
+/// made without analysing audio: filler that makes an index large enough
+/// for the HNSW engine in tests, cheaply. It is valid (it writes, reads
+/// back and indexes) but matches nothing musical.
+pub fn random_fingerprint(seed: u64, windows: usize) -> crate::fingerprint::Fingerprint {
+    use ndarray::Array2;
+    let p = crate::AnalysisParams::default();
+    let mut rng = Rng::new(seed);
+    let frames = windows + 40;
+    let mut a = |rows: usize, cols: usize| Array2::from_shape_fn((rows, cols), |_| rng.uniform());
+    let chroma = a(frames, 12);
+    let cens = a(frames / 2, 12);
+    let bands = a(frames, p.bands).mapv(|x| x * 60.0 - 80.0);
+    let mut embeddings = a(windows, crate::embed::dim()).mapv(|x| x - 0.5);
+    for mut row in embeddings.rows_mut() {
+        crate::embed::normalize(row.as_slice_mut().expect("contiguous"));
+    }
+    let n = frames * 10;
+    let landmarks_index = (0..n as u32)
+        .step_by(7)
+        .map(|frame| crate::landmarks::LandmarkPeak {
+            frame,
+            bin: 6 + (rng.uniform() * 700.0) as u16,
+        })
+        .collect();
+    crate::fingerprint::Fingerprint {
+        params_hash: p.hash(),
+        source: crate::decode::SourceInfo {
+            sample_rate: 44_100,
+            channels: 2,
+            duration_s: frames as f64 / p.chroma_rate(),
+        },
+        tuning_cents: 3.0,
+        chroma,
+        cens,
+        bands,
+        melody: crate::melody::Melody {
+            hop_s: p.hop as f64 / p.sample_rate as f64,
+            cents: (0..n).map(|i| 6000.0 + (i % 700) as f32).collect(),
+            voiced: (0..n).map(|i| i % 3 != 0).collect(),
+        },
+        embeddings,
+        landmarks_index,
+        landmarks_query: Vec::new(),
+    }
+}
+
 /// Adds white noise at `snr_db` relative to the signal's power.
 pub fn add_noise(x: &mut [f32], snr_db: f32, seed: u64) {
     let p = x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32;

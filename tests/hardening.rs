@@ -734,50 +734,6 @@ mod api {
         }
     }
 
-    /// A fingerprint with random contents and `windows` windows: filler that
-    /// makes the index large enough for the HNSW engine without analysing
-    /// an hour of audio.
-    fn filler(seed: u64, windows: usize) -> Fingerprint {
-        use ndarray::Array2;
-        let p = AnalysisParams::default();
-        let mut rng = Rng::new(seed);
-        let frames = windows + 40;
-        let mut a =
-            |rows: usize, cols: usize| Array2::from_shape_fn((rows, cols), |_| rng.uniform());
-        let (chroma, cens, bands) = (a(frames, 12), a(frames / 2, 12), a(frames, p.bands));
-        let mut embeddings = a(windows, refrain::embed::dim()).mapv(|x| x - 0.5);
-        for mut row in embeddings.rows_mut() {
-            refrain::embed::normalize(row.as_slice_mut().unwrap());
-        }
-        let n = frames * 10;
-        Fingerprint {
-            params_hash: p.hash(),
-            source: refrain::decode::SourceInfo {
-                sample_rate: 44_100,
-                channels: 2,
-                duration_s: frames as f64 / p.chroma_rate(),
-            },
-            tuning_cents: 0.0,
-            chroma,
-            cens,
-            bands: bands.mapv(|x| x * 60.0 - 80.0),
-            melody: refrain::melody::Melody {
-                hop_s: p.hop as f64 / p.sample_rate as f64,
-                cents: (0..n).map(|i| 6000.0 + (i % 500) as f32).collect(),
-                voiced: (0..n).map(|i| i % 4 != 0).collect(),
-            },
-            embeddings,
-            landmarks_index: (0..n as u32)
-                .step_by(5)
-                .map(|frame| refrain::landmarks::LandmarkPeak {
-                    frame,
-                    bin: 6 + (rng.uniform() * 700.0) as u16,
-                })
-                .collect(),
-            landmarks_query: Vec::new(),
-        }
-    }
-
     /// Eight threads auditing 24 queries each, in different orders, through
     /// one `Auditor` over an HNSW index, get exactly the answers of one
     /// thread. (`check` holds no lock: each thread has its own buffers and
@@ -795,7 +751,7 @@ mod api {
             b.add(
                 &format!("filler{i}"),
                 &format!("f{i}"),
-                &filler(90 + i, 2_200),
+                &synth::random_fingerprint(90 + i, 2_200),
             )
             .unwrap();
         }
