@@ -476,28 +476,48 @@ impl Index {
                     .into(),
             ))
         };
+        // the format, version and parameter hash are read first, so that an
+        // index written by another version is named as such even when the
+        // rest of its manifest (its parameters) no longer parses, and even
+        // when the checksum (which older versions did not write) does not
+        // match
+        #[derive(Deserialize)]
+        struct Head {
+            format: String,
+            format_version: u32,
+            params_hash: String,
+        }
+        let head: Head = match serde_json::from_slice(&mbytes) {
+            Ok(h) => h,
+            Err(_) if !manifest_ok => return Err(damaged()),
+            Err(e) => return Err(r(ErrorKind::Corrupt(format!("manifest.json: {e}")))),
+        };
+        if head.format != "refrain-index" {
+            return Err(r(ErrorKind::Corrupt("not a refrain index".into())));
+        }
+        if head.format_version != INDEX_VERSION {
+            return Err(r(ErrorKind::Version {
+                found: head.format_version,
+                expected: INDEX_VERSION,
+            }));
+        }
+        let found = u64::from_str_radix(&head.params_hash, 16).unwrap_or(0);
+        let other_params = || {
+            r(ErrorKind::Params {
+                found,
+                expected: params.hash(),
+            })
+        };
+        if found != params.hash() {
+            return Err(other_params());
+        }
         let manifest: Manifest = match serde_json::from_slice(&mbytes) {
             Ok(m) => m,
             Err(_) if !manifest_ok => return Err(damaged()),
             Err(e) => return Err(r(ErrorKind::Corrupt(format!("manifest.json: {e}")))),
         };
-        // another format or other parameters are named as such, even when
-        // the checksum (which older versions did not write) does not match
-        if manifest.format != "refrain-index" {
-            return Err(r(ErrorKind::Corrupt("not a refrain index".into())));
-        }
-        if manifest.format_version != INDEX_VERSION {
-            return Err(r(ErrorKind::Version {
-                found: manifest.format_version,
-                expected: INDEX_VERSION,
-            }));
-        }
-        let found = u64::from_str_radix(&manifest.params_hash, 16).unwrap_or(0);
-        if found != params.hash() || manifest.params != params {
-            return Err(r(ErrorKind::Params {
-                found,
-                expected: params.hash(),
-            }));
+        if manifest.params != params {
+            return Err(other_params());
         }
         if !manifest_ok {
             return Err(damaged());
@@ -887,5 +907,16 @@ mod tests {
         std::fs::write(&m, json).unwrap();
         let e = open_err(dir.path());
         assert!(e.contains("format version 1 is not supported"), "{e}");
+        // version 2's parameters lack the landmark settings: the manifest
+        // no longer parses as a whole, and is still named by its version
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&m).unwrap()).unwrap();
+        v["format_version"] = 2.into();
+        let params = v["params"].as_object_mut().unwrap();
+        params.remove("landmark_index");
+        params.remove("landmark_query");
+        std::fs::write(&m, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+        let e = open_err(dir.path());
+        assert!(e.contains("format version 2 is not supported"), "{e}");
     }
 }
