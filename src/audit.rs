@@ -690,16 +690,21 @@ struct Vote {
 }
 
 /// The landmark part of `audio_score`: 0.5 where an item's matched pairs
-/// are 2.7 times the background (see `raw.landmark_ratio`). At most 0.9999
-/// (the logistic rounds to exactly 1 in `f32` from a ratio of about 7), so
-/// that a threshold of 1 still means "never flag".
+/// are 2.7 times the background (see `raw.landmark_ratio`).
 pub fn landmark_score(ratio: f32) -> f32 {
-    sigmoid((ratio - LANDMARK_RATIO_MID) / LANDMARK_RATIO_SCALE).min(0.9999)
+    sigmoid((ratio - LANDMARK_RATIO_MID) / LANDMARK_RATIO_SCALE)
 }
 
+/// The logistic function every score is made with, at most 0.9999: in
+/// `f32` it rounds to exactly 1 from x ≈ 17 (a landmark ratio of about 7,
+/// or a long perfect melodic match), and a threshold of 1 must still mean
+/// "never flag".
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    (1.0 / (1.0 + (-x).exp())).min(MAX_SCORE)
 }
+
+/// The largest score.
+const MAX_SCORE: f32 = 0.9999;
 
 /// The `n` rotations `r` that best match the query's chroma profile to the
 /// candidate's, comparing query class `k` with candidate class `k - r`.

@@ -317,6 +317,8 @@ pub struct SearchScratch {
     hits: Vec<(u64, u32)>,
     /// (list length, query hash, list start) of the hashes looked up.
     order: Vec<(u32, u32, u64)>,
+    /// Query frames of one item's best window.
+    frames: Vec<u32>,
 }
 
 /// One stored pair: its item and anchor frame (its hash is its place in
@@ -355,8 +357,6 @@ pub struct LandmarkMatch {
 pub struct LandmarkMatches {
     /// Items with at least one matched pair, by count (then item id).
     pub items: Vec<LandmarkMatch>,
-    /// Query hashes looked up.
-    pub hashes: usize,
     /// What the query finds in items it does not copy (see
     /// [`LandmarkMatches::resolve_background`]); at least
     /// [`BACKGROUND_FLOOR`].
@@ -514,6 +514,7 @@ impl LandmarkIndex {
         let SearchScratch {
             hits: scratch,
             order,
+            frames: run,
         } = scratch;
         scratch.clear();
         // rarest hashes first, within a budget of hits: common hashes (a
@@ -587,21 +588,19 @@ impl LandmarkIndex {
         // the query range of each item's best window: the run of its hits
         // without a gap over RANGE_GAP frames that holds the most of them
         // (a stray chance hit at the same offset does not stretch it)
-        let mut frames: Vec<u32> = Vec::new();
         for m in &mut items {
             let lo = ((m.item as u64) << 32) | (m.offset_frames + (1i64 << 31)) as u64;
             let hi = lo + OFFSET_WINDOW as u64;
             let from = scratch.partition_point(|x| x.0 < lo);
             let to = scratch.partition_point(|x| x.0 < hi);
-            frames.clear();
-            frames.extend(scratch[from..to].iter().map(|x| x.1));
-            frames.sort_unstable();
-            m.query_frames = densest_run(&frames);
+            run.clear();
+            run.extend(scratch[from..to].iter().map(|x| x.1));
+            run.sort_unstable();
+            m.query_frames = densest_run(run);
         }
         items.sort_by(|a, b| b.count.cmp(&a.count).then(a.item.cmp(&b.item)));
         LandmarkMatches {
             items,
-            hashes: query.len(),
             background: BACKGROUND_FLOOR,
         }
     }
