@@ -46,11 +46,8 @@ pub struct Config {
     /// Print the batch's memorization rate and score distributions.
     #[arg(long)]
     pub summary: bool,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
     #[command(flatten)]
-    pub limits: super::limits::LimitArgs,
+    pub batch: super::limits::BatchArgs,
 }
 
 pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
@@ -70,11 +67,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         AuditConfig {
             top_k: cfg.top.max(1),
             thresholds: Some(thresholds.clone()),
-            limits: cfg.limits.limits(),
+            limits: cfg.batch.limits(),
             ..AuditConfig::default()
         },
     );
-    let (outcomes, failures) = audit_paths(&auditor, &cfg.paths, cfg.threads, "auditing")?;
+    let (outcomes, failures) = audit_paths(&auditor, &cfg.paths, cfg.batch.threads, "auditing")?;
     let mut sink: Box<dyn Write> = match &cfg.out {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,

@@ -31,11 +31,8 @@ pub struct Config {
     /// Compute and print the thresholds without storing them.
     #[arg(long)]
     pub dry_run: bool,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
     #[command(flatten)]
-    pub limits: super::limits::LimitArgs,
+    pub batch: super::limits::BatchArgs,
 }
 
 pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
@@ -46,10 +43,15 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let mut index = Index::open(&cfg.index)?;
     let (scores, failed, method) = if cfg.self_ {
-        let (s, f) = self_scores(&index, cfg.threads, &cfg.limits.limits())?;
+        let (s, f) = self_scores(&index, cfg.batch.threads, &cfg.batch.limits())?;
         (s, f, calibrate::METHOD_SELF)
     } else {
-        let (s, f) = negative_scores(&index, &cfg.negatives, cfg.threads, &cfg.limits.limits())?;
+        let (s, f) = negative_scores(
+            &index,
+            &cfg.negatives,
+            cfg.batch.threads,
+            &cfg.batch.limits(),
+        )?;
         (s, f, calibrate::METHOD_NEGATIVES)
     };
     report_skipped(&failed);

@@ -118,8 +118,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         paths: vec![train.clone()],
         out: index.clone(),
         add: false,
-        threads: None,
-        limits: Default::default(),
+        batch: Default::default(),
     })?;
     anyhow::ensure!(code == ExitCode::SUCCESS, "indexing the demo songs failed");
     eprintln!(
@@ -134,8 +133,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         audio_threshold: None,
         melody_threshold: None,
         summary: true,
-        threads: None,
-        limits: Default::default(),
+        batch: Default::default(),
     })?;
     if keep {
         eprintln!("demo: files kept in {}", dir.display());

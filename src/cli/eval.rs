@@ -34,11 +34,8 @@ pub struct Config {
     /// Keep the index in the work directory if it opens (skip indexing).
     #[arg(long)]
     pub reuse_index: bool,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
     #[command(flatten)]
-    pub limits: super::limits::LimitArgs,
+    pub batch: super::limits::BatchArgs,
 }
 
 pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
@@ -67,8 +64,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             paths: vec![dir.join("train")],
             out: index_dir.clone(),
             add: false,
-            threads: cfg.threads,
-            limits: cfg.limits.clone(),
+            batch: cfg.batch.clone(),
         })?;
     }
     let mut index = Index::open(&index_dir)?;
@@ -86,9 +82,9 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         cfg.calibration_share,
     );
     let cal_paths: Vec<PathBuf> = cal.iter().map(|i| i.path.clone()).collect();
-    let limits = cfg.limits.limits();
+    let limits = cfg.batch.limits();
     let (scores, failed) =
-        super::calibrate::negative_scores(&index, &cal_paths, cfg.threads, &limits)?;
+        super::calibrate::negative_scores(&index, &cal_paths, cfg.batch.threads, &limits)?;
     super::calibrate::report_skipped(&failed);
     let thresholds = calibrate::calibrate(&scores, cfg.fpr, calibrate::METHOD_NEGATIVES)?;
     index.set_thresholds(thresholds.clone());
@@ -112,7 +108,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     let mut paths = vec![dir.join("query")];
     paths.extend(test.iter().map(|i| i.path.clone()));
     let (outcomes, failures) =
-        super::audit::audit_paths(&auditor, &paths, cfg.threads, "auditing")?;
+        super::audit::audit_paths(&auditor, &paths, cfg.batch.threads, "auditing")?;
     let results_csv = work.join("results.csv");
     super::audit::write_csv_file(&results_csv, &outcomes)?;
     let errors = super::audit::print_errors(&outcomes, &failures);

@@ -19,11 +19,8 @@ pub struct Config {
     /// Directory to write `<name>.rfp` fingerprint files into.
     #[arg(long)]
     pub out: PathBuf,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
     #[command(flatten)]
-    pub limits: super::limits::LimitArgs,
+    pub batch: super::limits::BatchArgs,
 }
 
 pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
@@ -31,7 +28,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("cannot create the output directory {}", cfg.out.display()))?;
     let (inputs, mut errors) = inputs::collect(&cfg.paths);
-    let pool = super::pool(cfg.threads)?;
+    let pool = super::pool(cfg.batch.threads)?;
     let bar = super::progress::bar(inputs.len() as u64, "fingerprinting");
     let start = Instant::now();
     let results: Vec<Result<f64, refrain::Error>> = pool.install(|| {
@@ -80,7 +77,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
 
 fn one(analyzer: &mut Analyzer, input: &Input, cfg: &Config) -> refrain::Result<f64> {
     let rate = analyzer.params().sample_rate;
-    let audio = decode::decode_file_with_limits(&input.path, rate, &cfg.limits.limits())?;
+    let audio = decode::decode_file_with_limits(&input.path, rate, &cfg.batch.limits())?;
     let fp = analyzer
         .analyze(&audio)
         .map_err(|e| e.with_path(&input.path))?;

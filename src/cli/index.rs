@@ -24,11 +24,8 @@ pub struct Config {
     /// Append to the existing index instead of replacing it.
     #[arg(long)]
     pub add: bool,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
     #[command(flatten)]
-    pub limits: super::limits::LimitArgs,
+    pub batch: super::limits::BatchArgs,
 }
 
 /// What became of one input.
@@ -55,9 +52,9 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     let cache = cache_dir(&cfg.out);
     std::fs::create_dir_all(&cache)
         .with_context(|| format!("cannot create {}", cache.display()))?;
-    let limits = cfg.limits.limits();
+    let limits = cfg.batch.limits();
     let (inputs, mut errors) = inputs::collect(&cfg.paths);
-    let pool = super::pool(cfg.threads)?;
+    let pool = super::pool(cfg.batch.threads)?;
     let bar = super::progress::bar(inputs.len() as u64, "indexing");
     let results: Vec<(Input, refrain::Result<Done>)> = pool.install(|| {
         inputs

@@ -1,11 +1,16 @@
-//! `--max-duration` and `--max-bytes`: the resource limits of every command
-//! that decodes untrusted files.
+//! The flags of every batch command: `--threads`, and the resource limits
+//! `--max-duration` and `--max-bytes` of everything that decodes untrusted
+//! files.
 
 use refrain::decode::DecodeLimits;
 
-/// Resource limits, flattened into each command's flags.
+/// Worker threads and resource limits, flattened into each batch
+/// command's flags.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct LimitArgs {
+pub struct BatchArgs {
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Refuse inputs longer than this: seconds, or with a unit (`90m`, `4h`).
     /// Default 4h.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -16,7 +21,7 @@ pub struct LimitArgs {
     pub max_bytes: Option<u64>,
 }
 
-impl LimitArgs {
+impl BatchArgs {
     /// The limits, the library's defaults where no flag was given.
     pub fn limits(&self) -> DecodeLimits {
         let d = DecodeLimits::default();

@@ -31,11 +31,8 @@ pub struct Config {
     /// Also write the per-input audit report (CSV) of both sets here.
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
     #[command(flatten)]
-    pub limits: super::limits::LimitArgs,
+    pub batch: super::limits::BatchArgs,
 }
 
 /// Quantiles of the best-score distributions in the table.
@@ -57,15 +54,15 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     let auditor = Auditor::with_config(
         &index,
         AuditConfig {
-            limits: cfg.limits.limits(),
+            limits: cfg.batch.limits(),
             ..AuditConfig::default()
         },
     );
     let t = auditor.thresholds().clone();
     let (generated, mut failures) =
-        super::audit::audit_paths(&auditor, &cfg.generated, cfg.threads, "generated")?;
+        super::audit::audit_paths(&auditor, &cfg.generated, cfg.batch.threads, "generated")?;
     let (reference, more) =
-        super::audit::audit_paths(&auditor, &cfg.reference, cfg.threads, "reference")?;
+        super::audit::audit_paths(&auditor, &cfg.reference, cfg.batch.threads, "reference")?;
     failures.extend(more);
     let all: Vec<Outcome> = generated.iter().chain(&reference).cloned().collect();
     let errors = super::audit::print_errors(&all, &failures);
