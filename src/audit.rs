@@ -188,6 +188,11 @@ pub struct Report {
     pub thresholds: Thresholds,
     /// Candidates, best first (the first is the reported match).
     pub candidates: Vec<Candidate>,
+    /// What a reader must know to take the verdict at its word (the input
+    /// is shorter than the audit can judge, its channels cancel, it lies
+    /// outside what calibration covered, ...); empty when there is nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -394,6 +399,7 @@ impl<'a> Auditor<'a> {
             duration_s: fp.source.duration_s,
             thresholds: t,
             candidates,
+            notes: Vec::new(),
         })
     }
 
