@@ -149,6 +149,7 @@ pub fn audio_at_analysis_rate(samples: Vec<f32>, params: &AnalysisParams) -> Aud
             sample_rate: params.sample_rate,
             channels: 1,
             duration_s,
+            cancelled_s: 0.0,
         },
     }
 }

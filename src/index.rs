@@ -424,9 +424,10 @@ impl Index {
     /// # Errors
     ///
     /// At [`Stage::ReadIndex`], naming the directory (or the damaged file):
+    /// [`ErrorKind::NotFound`] when `dir` holds no index (or does not exist),
     /// [`ErrorKind::Version`] and [`ErrorKind::Params`] for an index made by
-    /// another version, [`ErrorKind::Corrupt`] when there is no index or any
-    /// checksum or structure does not match (the message says to rebuild),
+    /// another version, [`ErrorKind::Corrupt`] when any checksum or
+    /// structure does not match (the message says to rebuild),
     /// [`ErrorKind::Io`] when a file cannot be read.
     pub fn open(dir: &Path) -> Result<Index> {
         Self::open_live(dir).map_err(|mut e| {
@@ -445,9 +446,14 @@ impl Index {
         let current = match std::fs::read(dir.join("CURRENT")) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(r(ErrorKind::Corrupt(
-                    "no index here (no CURRENT file): build one with `refrain index`".into(),
-                )))
+                let what = if dir.is_dir() {
+                    "no index in this directory (no CURRENT file)"
+                } else {
+                    "no such directory"
+                };
+                return Err(r(ErrorKind::NotFound(format!(
+                    "{what}: build an index with `refrain index`"
+                ))));
             }
             Err(e) => return Err(r(e.into())),
         };
@@ -887,8 +893,12 @@ mod tests {
         let e = open_err(dir.path());
         assert!(e.contains("CURRENT is damaged"), "{e}");
         let empty = tempfile::tempdir().unwrap();
-        let e = open_err(empty.path());
-        assert!(e.contains("no index here"), "{e}");
+        let e = Index::open(empty.path()).unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::NotFound(_)), "{e}");
+        assert!(e.to_string().contains("no index in this directory"), "{e}");
+        let e = Index::open(&empty.path().join("none")).unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::NotFound(_)), "{e}");
+        assert!(e.to_string().contains("no such directory"), "{e}");
     }
 
     #[test]

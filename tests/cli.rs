@@ -635,7 +635,7 @@ fn serve_times_out_slow_checks_and_refuses_a_missing_index() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        text(&o.stderr).contains("no index here"),
+        text(&o.stderr).contains("not found: no such directory"),
         "{}",
         text(&o.stderr)
     );

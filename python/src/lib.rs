@@ -29,13 +29,10 @@ fn py_err(e: refrain_lib::Error) -> PyErr {
         ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
             PyFileNotFoundError::new_err(msg)
         }
+        ErrorKind::NotFound(_) => PyFileNotFoundError::new_err(msg),
         ErrorKind::Io(_) => PyOSError::new_err(msg),
-        ErrorKind::InvalidInput(_)
-        | ErrorKind::Empty(_)
-        | ErrorKind::Limit(_)
-        | ErrorKind::Unsupported(_)
-        | ErrorKind::Corrupt(_) => PyValueError::new_err(msg),
         ErrorKind::Version { .. } | ErrorKind::Params { .. } => PyRuntimeError::new_err(msg),
+        _ => PyValueError::new_err(msg),
     }
 }
 

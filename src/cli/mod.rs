@@ -87,8 +87,9 @@ fn what_to_do<'a>(errors: impl IntoIterator<Item = &'a refrain::Error>) -> Strin
         let h = match e.kind {
             K::Io(_) => "check that the path exists and is readable",
             K::Unsupported(_) => {
-                "convert unsupported files to WAV, FLAC, MP3, Ogg Vorbis, Opus or AAC/M4A"
+                "each unsupported file's error names its container or codec and what to convert it to"
             }
+            K::NotFound(_) => "check the path; build an index with `refrain index`",
             K::Corrupt(_) | K::Empty(_) => {
                 "damaged files or files without audio: re-export them from the source, or leave them out"
             }
@@ -97,6 +98,7 @@ fn what_to_do<'a>(errors: impl IntoIterator<Item = &'a refrain::Error>) -> Strin
             K::Version { .. } | K::Params { .. } => {
                 "re-create fingerprints and indexes with this version of refrain"
             }
+            _ => continue,
         };
         if !hints.contains(&h) {
             hints.push(h);
