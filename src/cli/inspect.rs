@@ -24,6 +24,25 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
         "duration        {:.2} s ({} Hz, {} channel(s))",
         fp.source.duration_s, fp.source.sample_rate, fp.source.channels
     );
+    let mix = if fp.source.channels <= 1 {
+        "mono as it is".to_string()
+    } else if fp.source.cancelled_s > 0.0 {
+        format!(
+            "the mean of the channels, except {:.1} s where they cancel, taken as {}",
+            fp.source.cancelled_s,
+            if fp.source.channels == 2 {
+                "the left-right difference"
+            } else {
+                "the first channel"
+            }
+        )
+    } else {
+        "the mean of the channels".to_string()
+    };
+    println!("analysed as     {mix}");
+    if let Some(n) = decode::cancelled_note(&fp.source) {
+        eprintln!("refrain: warning: {}: {n}", file.display());
+    }
     println!(
         "tuning          {:+.1} cents from A4 = 440 Hz",
         fp.tuning_cents
