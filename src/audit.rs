@@ -313,6 +313,11 @@ impl<'a> Auditor<'a> {
     }
 
     /// Audits an audio file.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`decode::decode_file_with_limits`] (under
+    /// [`AuditConfig::limits`]) and of [`Auditor::check_audio`], naming the file.
     pub fn check_file(&self, path: &std::path::Path) -> Result<Report> {
         let audio =
             decode::decode_file_with_limits(path, self.params.sample_rate, &self.config.limits)?;
@@ -320,6 +325,10 @@ impl<'a> Auditor<'a> {
     }
 
     /// Audits a decoded signal at the analysis rate (as [`decode`] delivers it).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Analyzer::analyze`] and of [`Auditor::check_fingerprint`].
     pub fn check_audio(&self, audio: &decode::Audio) -> Result<Report> {
         let (fp, fine) = self.with_work(|w| {
             w.analyzer
@@ -330,6 +339,12 @@ impl<'a> Auditor<'a> {
     }
 
     /// Audits interleaved samples at any rate and channel count.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Limit`] beyond [`AuditConfig::limits`], the errors of
+    /// [`decode::from_interleaved`] (bad rate, channels, NaN samples) and of
+    /// [`Auditor::check_audio`].
     pub fn check_samples(
         &self,
         samples: &[f32],
@@ -345,6 +360,13 @@ impl<'a> Auditor<'a> {
     /// Audits a fingerprint made with the index's parameters. (Audio given
     /// as audio is audited a little better: a copied part whose tuning the
     /// rest of the query outvotes can then be re-folded at its own tuning.)
+    ///
+    /// # Errors
+    ///
+    /// At [`Stage::Audit`]: [`ErrorKind::Params`] for a fingerprint made with
+    /// other analysis parameters, [`ErrorKind::Limit`] for one longer than
+    /// [`AuditConfig::limits`] allows, [`ErrorKind::InvalidInput`] when an
+    /// external candidate search returns a window id the index does not hold.
     pub fn check_fingerprint(&self, fp: &Fingerprint) -> Result<Report> {
         self.check(fp, &[])
     }

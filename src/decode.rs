@@ -89,7 +89,7 @@ pub struct SourceInfo {
 /// sentence naming how much and what was analysed instead.
 pub fn cancelled_note(source: &SourceInfo) -> Option<String> {
     let c = source.cancelled_s;
-    if !(c > 0.0) || (c < 1.0 && c < 0.1 * source.duration_s) {
+    if c.is_nan() || c <= 0.0 || (c < 1.0 && c < 0.1 * source.duration_s) {
         return None;
     }
     let instead = if source.channels == 2 {
@@ -840,11 +840,7 @@ fn ogg_links<R: Read + Seek>(src: &mut Window<R>) -> std::io::Result<Vec<(u64, u
     let mut in_body = false; // a page that was not a first page was seen
     let mut h = [0u8; 27];
     let mut lacing = [0u8; 255];
-    loop {
-        match read_up_to(&mut r, &mut h)? {
-            27 => {}
-            _ => break,
-        }
+    while read_up_to(&mut r, &mut h)? == 27 {
         if &h[..4] != b"OggS" {
             // resynchronise on the next capture pattern
             let skip = h[1..]

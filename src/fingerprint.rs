@@ -115,6 +115,12 @@ impl Fingerprint {
     /// Parses the v2 byte layout, refusing another version, other analysis
     /// parameters (`expected_params_hash`), a bad checksum or an inconsistent
     /// layout.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Corrupt`] for bytes that are not an intact fingerprint
+    /// file, [`ErrorKind::Version`] for another format version,
+    /// [`ErrorKind::Params`] for other analysis parameters.
     pub fn from_bytes(bytes: &[u8], expected_params_hash: u64) -> Result<Self, ErrorKind> {
         let corrupt = |m: &str| ErrorKind::Corrupt(format!("not a valid fingerprint file: {m}"));
         if bytes.len() < 8 || &bytes[..8] != MAGIC {
@@ -199,12 +205,21 @@ impl Fingerprint {
     /// Writes the fingerprint to `path` atomically (a temporary file in the
     /// same directory, then a rename): an interrupted write never leaves a
     /// half-written file under `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] at [`Stage::WriteFingerprint`], naming `path`.
     pub fn write(&self, path: &Path) -> Result<()> {
         write_atomic(path, &self.to_bytes())
             .map_err(|e| Error::at(path, Stage::WriteFingerprint, e.into()))
     }
 
     /// Reads a fingerprint file made with `params`.
+    ///
+    /// # Errors
+    ///
+    /// At [`Stage::ReadFingerprint`], naming `path`: [`ErrorKind::Io`] when
+    /// it cannot be read, else those of [`Fingerprint::from_bytes`].
     pub fn read(path: &Path, params: &AnalysisParams) -> Result<Self> {
         let bytes =
             std::fs::read(path).map_err(|e| Error::at(path, Stage::ReadFingerprint, e.into()))?;
@@ -234,6 +249,11 @@ impl Fingerprint {
 
 /// Writes `bytes` to a temporary sibling of `path`, syncs it, and renames it
 /// over `path`.
+///
+/// # Errors
+///
+/// Any I/O error creating, writing, syncing or renaming the file (the
+/// temporary file is removed then).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
     let name = path

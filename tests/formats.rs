@@ -454,10 +454,7 @@ fn a_wav_holding_mp3_decodes_as_the_mp3() {
     let mp3 = fixture("tone.mp3");
     let plain = decode(&mp3, Some("mp3"));
     // MPEGLAYER3WAVEFORMAT: id, flags, block size, frames per block, delay
-    let mut extra = Vec::new();
-    for v in [1u16] {
-        extra.extend_from_slice(&v.to_le_bytes());
-    }
+    let mut extra = 1u16.to_le_bytes().to_vec();
     extra.extend_from_slice(&2u32.to_le_bytes());
     for v in [418u16, 1, 1393] {
         extra.extend_from_slice(&v.to_le_bytes());
