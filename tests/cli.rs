@@ -790,18 +790,14 @@ fn serve_times_out_slow_checks_and_refuses_a_missing_index() {
 
 #[test]
 fn demo_piped_into_head_exits_zero() {
-    use std::io::{BufRead, BufReader};
+    // `refrain demo | true`: the reader is gone before the report is written
     let mut child = Command::new(env!("CARGO_BIN_EXE_refrain"))
         .arg("demo")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    out.read_line(&mut first).unwrap();
-    assert!(first.starts_with("input,verdict,"), "{first}");
-    drop(out); // `| head -1`: the reader goes away
+    drop(child.stdout.take());
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{:?}: {}", o.status, text(&o.stderr));
     // and inspect, whose output is all on stdout
