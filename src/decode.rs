@@ -742,7 +742,6 @@ const AIFC_NAMES: &[(&[u8; 4], &str)] = &[
     (b"G722", "G.722"),
     (b"G726", "G.726"),
     (b"G728", "G.728"),
-    (b"ulaw", "µ-law"),
 ];
 
 /// The named compression of an AIFF-C file when Refrain has no decoder for
