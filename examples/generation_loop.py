@@ -17,10 +17,14 @@ import argparse
 import sys
 import tempfile
 import time
+from typing import Any, Optional, Union
 
 import numpy as np
+import numpy.typing as npt
 
 import refrain
+
+Floats = npt.NDArray[np.float32]
 
 RATE = 32_000
 CLIP_S = 10.0
@@ -28,17 +32,31 @@ TRAINING_SONGS = 8
 MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
 
 
-def _midi(tonic, degree):
+def _midi(tonic: int, degree: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     return tonic + MAJOR[degree % 7] + 12 * (degree // 7)
 
 
-def _voice(midi, rate, amp):
+def _voice(
+    midi: npt.NDArray[np.number[Any]],
+    rate: int,
+    amp: Union[float, npt.NDArray[np.float64]],
+) -> npt.NDArray[np.float64]:
     f = 440.0 * 2.0 ** ((midi - 69.0) / 12.0)
     phase = np.cumsum(2 * np.pi * f / rate)
-    return amp * (np.sin(phase) + 0.4 * np.sin(2 * phase) + 0.2 * np.sin(3 * phase))
+    wave: npt.NDArray[np.float64] = amp * (
+        np.sin(phase) + 0.4 * np.sin(2 * phase) + 0.2 * np.sin(3 * phase)
+    )
+    return wave
 
 
-def tune(seed, seconds, rate=RATE, transpose=0.0, tempo=1.0, start_s=0.0):
+def tune(
+    seed: int,
+    seconds: float,
+    rate: int = RATE,
+    transpose: float = 0.0,
+    tempo: float = 1.0,
+    start_s: float = 0.0,
+) -> Floats:
     """A deterministic piece: a random major key, one chord per second, a
     bass line and a melody of eighth notes (at most 96 s of it)."""
     rng = np.random.default_rng(seed)
@@ -56,7 +74,8 @@ def tune(seed, seconds, rate=RATE, transpose=0.0, tempo=1.0, start_s=0.0):
     x += _voice(_midi(tonic, chords[bar] + 6) + transpose, rate, 0.05 * sevenths[bar])
     x += _voice(_midi(tonic, chords[bar]) - 12 + transpose, rate, 0.10)
     x += _voice(_midi(tonic, walk[step]) + 12 + transpose, rate, 0.16) * np.exp(-2.5 * note_age)
-    return (0.8 * x / max(1e-9, np.abs(x).max())).astype(np.float32)
+    out: Floats = (0.8 * x / max(1e-9, np.abs(x).max())).astype(np.float32)
+    return out
 
 
 class ToyModel:
@@ -64,11 +83,11 @@ class ToyModel:
     clip, shape (n, 2), float32 at RATE. About one seed in three
     regurgitates a training song."""
 
-    def __init__(self, training_seeds, copy_rate=0.35):
+    def __init__(self, training_seeds: list[int], copy_rate: float = 0.35) -> None:
         self.training_seeds = training_seeds
         self.copy_rate = copy_rate
 
-    def sample(self, prompt, seed):
+    def sample(self, prompt: int, seed: int) -> tuple[Floats, str]:
         """The clip, and what it really is (which this loop would not know)."""
         rng = np.random.default_rng([prompt, seed])
         if rng.random() < self.copy_rate:
@@ -88,14 +107,14 @@ class ToyModel:
         return np.stack([x, 0.9 * x], axis=1), truth
 
 
-def build_demo_index(path):
+def build_demo_index(path: str) -> refrain.Index:
     builder = refrain.IndexBuilder()
     for s in range(TRAINING_SONGS):
         builder.add(f"training/song{s:02}.wav", tune(s, 90.0, rate=22_050), 22_050)
     return builder.build(path)
 
 
-def why(v):
+def why(v: refrain.Verdict) -> str:
     """One line of evidence for a flagged verdict."""
     return (
         f"copies {v.match} (audio {v.audio_score:.2f}, melody {v.melody_score:.2f}; "
@@ -105,14 +124,14 @@ def why(v):
     )
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--index", help="an index directory (default: build a demo one)")
     ap.add_argument("--prompts", type=int, default=12)
     ap.add_argument("--max-tries", type=int, default=5)
     args = ap.parse_args()
 
-    tmp = None
+    tmp: Optional[tempfile.TemporaryDirectory[str]] = None
     if args.index:
         index = refrain.Index.open(args.index)
     else:
@@ -125,7 +144,8 @@ def main():
 
     # 1. sample one candidate per prompt, check them as a batch, re-sample
     # the rejected ones with a new seed
-    accepted, rejected, check_s = {}, 0, 0.0
+    accepted: dict[int, str] = {}
+    rejected, check_s = 0, 0.0
     seeds = {p: 0 for p in range(args.prompts)}
     pending = list(range(args.prompts))
     while pending:
@@ -135,6 +155,13 @@ def main():
         check_s += time.perf_counter() - t
         still = []
         for p, v, (_, truth) in zip(pending, verdicts, drawn):
+            if isinstance(v, refrain.RefrainError):
+                # a clip that could not be checked is not accepted
+                print(f"prompt {p:2} seed {seeds[p]}: NOT CHECKED, {v}")
+                seeds[p] += 1
+                if seeds[p] < args.max_tries:
+                    still.append(p)
+                continue
             if not v.flagged:
                 accepted[p] = truth
                 continue
@@ -162,16 +189,16 @@ def main():
     stream = auditor.stream(RATE, window_s=10.0, every_s=5.0)
     chunk = RATE // 2  # the generator emits half a second at a time
     for i in range(0, len(long_clip), chunk):
-        v = stream.push(long_clip[i : i + chunk])
-        if v is not None and v.flagged:
+        sv = stream.push(long_clip[i : i + chunk])
+        if sv is not None and sv.flagged and sv.window is not None:
             print(
                 f"stream: stopped generating at {stream.duration_s:.1f} s "
-                f"(window {v.window[0]:.0f}-{v.window[1]:.0f} s): {why(v)}"
+                f"(window {sv.window[0]:.0f}-{sv.window[1]:.0f} s): {why(sv)}"
             )
             break
     else:
-        v = stream.finish()
-        print(f"stream: {stream.duration_s:.1f} s generated, last check {v.verdict if v else 'none'}")
+        last = stream.finish()
+        print(f"stream: {stream.duration_s:.1f} s generated, last check {last.verdict if last else 'none'}")
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -69,6 +69,12 @@ impl Analyzer {
 
     /// Computes every fingerprint of `audio`, which must be at the analysis
     /// rate (as [`crate::decode`] delivers it).
+    ///
+    /// # Errors
+    ///
+    /// At [`Stage::Analyze`]: [`ErrorKind::InvalidInput`] when `audio` is
+    /// at another rate or holds samples beyond full scale by far,
+    /// [`ErrorKind::Empty`] when it holds no samples.
     pub fn analyze(&mut self, audio: &Audio) -> Result<Fingerprint> {
         let p = &self.params;
         if audio.sample_rate != p.sample_rate {
@@ -149,6 +155,7 @@ pub fn audio_at_analysis_rate(samples: Vec<f32>, params: &AnalysisParams) -> Aud
             sample_rate: params.sample_rate,
             channels: 1,
             duration_s,
+            cancelled_s: 0.0,
         },
     }
 }

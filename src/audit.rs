@@ -202,6 +202,42 @@ impl Report {
     }
 }
 
+/// The shortest query the audit judges: exact copies of 5 s and more are
+/// flagged against the songs they were cut from (63 of 64 in
+/// `tests/formats.rs`, `measure_short_copies`), of 4 s only half of them,
+/// of 2 s one in six. A shorter query's report carries a note, so that a
+/// plain pass means "judged and not a copy".
+pub const MIN_JUDGED_S: f64 = 5.0;
+
+/// Finishes a report where it is made: clamps every candidate's times to
+/// the durations of the query (`query_*`) and of its item (`match_*`), and
+/// adds the notes a reader must know (a query too short to judge, channels
+/// that cancel).
+fn finish_report(report: &mut Report, source: &decode::SourceInfo, index: &Index) {
+    let q = source.duration_s.max(0.0) as f32;
+    for c in &mut report.candidates {
+        let m = index
+            .manifest
+            .items
+            .get(c.item)
+            .map_or(f32::INFINITY, |i| i.duration_s.max(0.0) as f32);
+        c.query_start_s = c.query_start_s.clamp(0.0, q);
+        c.query_end_s = c.query_end_s.clamp(c.query_start_s, q);
+        c.match_start_s = c.match_start_s.clamp(0.0, m);
+        c.match_end_s = c.match_end_s.clamp(c.match_start_s, m);
+    }
+    if source.duration_s < MIN_JUDGED_S {
+        report.notes.push(format!(
+            "too short to judge: {:.1} s (copies shorter than {MIN_JUDGED_S:.0} s are not \
+             reliably found, so a pass says little)",
+            source.duration_s
+        ));
+    }
+    if let Some(n) = decode::cancelled_note(source) {
+        report.notes.push(n);
+    }
+}
+
 /// Reusable similarity and cell-score matrices of the harmony alignment.
 #[derive(Default)]
 struct Matrices {
@@ -277,6 +313,11 @@ impl<'a> Auditor<'a> {
     }
 
     /// Audits an audio file.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`decode::decode_file_with_limits`] (under
+    /// [`AuditConfig::limits`]) and of [`Auditor::check_audio`], naming the file.
     pub fn check_file(&self, path: &std::path::Path) -> Result<Report> {
         let audio =
             decode::decode_file_with_limits(path, self.params.sample_rate, &self.config.limits)?;
@@ -284,6 +325,10 @@ impl<'a> Auditor<'a> {
     }
 
     /// Audits a decoded signal at the analysis rate (as [`decode`] delivers it).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Analyzer::analyze`] and of [`Auditor::check_fingerprint`].
     pub fn check_audio(&self, audio: &decode::Audio) -> Result<Report> {
         let (fp, fine) = self.with_work(|w| {
             w.analyzer
@@ -294,6 +339,12 @@ impl<'a> Auditor<'a> {
     }
 
     /// Audits interleaved samples at any rate and channel count.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Limit`] beyond [`AuditConfig::limits`], the errors of
+    /// [`decode::from_interleaved`] (bad rate, channels, NaN samples) and of
+    /// [`Auditor::check_audio`].
     pub fn check_samples(
         &self,
         samples: &[f32],
@@ -309,6 +360,13 @@ impl<'a> Auditor<'a> {
     /// Audits a fingerprint made with the index's parameters. (Audio given
     /// as audio is audited a little better: a copied part whose tuning the
     /// rest of the query outvotes can then be re-folded at its own tuning.)
+    ///
+    /// # Errors
+    ///
+    /// At [`Stage::Audit`]: [`ErrorKind::Params`] for a fingerprint made with
+    /// other analysis parameters, [`ErrorKind::Limit`] for one longer than
+    /// [`AuditConfig::limits`] allows, [`ErrorKind::InvalidInput`] when an
+    /// external candidate search returns a window id the index does not hold.
     pub fn check_fingerprint(&self, fp: &Fingerprint) -> Result<Report> {
         self.check(fp, &[])
     }
@@ -351,7 +409,7 @@ impl<'a> Auditor<'a> {
             );
             let sequences = &self.index.sequences;
             lm.resolve_background(|i| sequences[i as usize].peaks.as_slice());
-            let mut votes = self.vote(fp, w);
+            let mut votes = self.vote(fp, w)?;
             // the items the landmarks single out are candidates too: a copy
             // under or inside other music may get no embedding votes
             let frame_s = self.params.frame_seconds() as f32;
@@ -368,7 +426,7 @@ impl<'a> Auditor<'a> {
                     });
                 }
             }
-            votes
+            Ok(votes
                 .into_iter()
                 .map(|v| {
                     let mut c =
@@ -378,8 +436,8 @@ impl<'a> Auditor<'a> {
                     }
                     c
                 })
-                .collect::<Vec<_>>()
-        });
+                .collect::<Vec<_>>())
+        })?;
         // the two scores have their own thresholds: rank by how far a
         // candidate's better score stands above (or below) its threshold,
         // in log-odds, so the first candidate flags if any does
@@ -394,17 +452,19 @@ impl<'a> Auditor<'a> {
             Some(c) if c.audio_score >= t.audio || c.melody_score >= t.melody => Verdict::Flag,
             _ => Verdict::Pass,
         };
-        Ok(Report {
+        let mut report = Report {
             verdict,
             duration_s: fp.source.duration_s,
             thresholds: t,
             candidates,
             notes: Vec::new(),
-        })
+        };
+        finish_report(&mut report, &fp.source, self.index);
+        Ok(report)
     }
 
     /// Candidate items with their best offset (seconds) and time scale.
-    fn vote(&self, fp: &Fingerprint, w: &mut Work) -> Vec<Vote> {
+    fn vote(&self, fp: &Fingerprint, w: &mut Work) -> Result<Vec<Vote>> {
         let index = self.index;
         let search = index.search();
         let bin_s = 2.0f32;
@@ -439,11 +499,16 @@ impl<'a> Auditor<'a> {
                     };
                     let hits = search.search(query, self.config.neighbors);
                     for (id, dist) in hits {
-                        let item = index.window_item[id as usize];
+                        let (Some(&item), Some(&start)) = (
+                            index.window_item.get(id as usize),
+                            index.window_start_s.get(id as usize),
+                        ) else {
+                            return Err(bad_window_id(id, index.window_item.len()));
+                        };
                         if Some(item as usize) == self.config.exclude_item {
                             continue;
                         }
-                        let offset = index.window_start_s[id as usize] - t_q;
+                        let offset = start - t_q;
                         let key = (item, pass as u8, (offset / bin_s).round() as i32);
                         let sim = ((1.0 - dist) * gain).clamp(0.0, 1.0);
                         let e = best_hit.entry(key).or_insert(0.0);
@@ -482,7 +547,7 @@ impl<'a> Auditor<'a> {
         let mut votes: Vec<Vote> = per_item.into_values().collect();
         votes.sort_by(|a, b| b.votes.total_cmp(&a.votes).then(a.item.cmp(&b.item)));
         votes.truncate(self.config.candidates.max(1));
-        votes
+        Ok(votes)
     }
 
     /// Adds an item's landmark evidence: `audio_score` becomes the larger
@@ -693,6 +758,19 @@ struct Vote {
     offset_s: f32,
     scale: f64,
     scale_index: usize,
+}
+
+/// The error for a candidate-search hit that names no stored window (an
+/// external [`crate::search::CandidateSearch`] out of step with the index).
+fn bad_window_id(id: u32, windows: usize) -> Error {
+    Error::new(
+        Stage::Audit,
+        ErrorKind::InvalidInput(format!(
+            "the candidate search returned window id {id}, but the index holds {windows} \
+             windows (ids 0..{windows}): the search engine does not hold this index's windows \
+             in its order (see `Index::window_vectors`)"
+        )),
+    )
 }
 
 /// The landmark part of `audio_score`: 0.5 where an item's matched pairs

@@ -70,6 +70,10 @@ pub const SELF_EXCERPTS: [(f64, f64); 3] = [(30.0, 30.0), (60.0, 5.0), (90.0, 10
 /// `audio`, at the analysis rate) against `index` with the item itself left
 /// out, so its best scores are those of music the rest of the index has not
 /// seen. Duplicates of the item elsewhere in the index will score high.
+///
+/// # Errors
+///
+/// The errors of [`Auditor::check_audio`] on the excerpts.
 pub fn leave_one_out(index: &Index, item: usize, audio: &Audio) -> Result<Vec<BestScores>> {
     let auditor = Auditor::with_config(
         index,
@@ -113,6 +117,11 @@ pub const MIN_THRESHOLD: f32 = 0.3;
 /// Thresholds for `target_fpr` from the best scores of `negatives` (never
 /// below [`MIN_THRESHOLD`]), with the achieved rate and its 95 % upper
 /// bound. `method` labels the result.
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidInput`] (at [`Stage::Calibrate`]) when there are no
+/// negatives or `target_fpr` is not in (0, 1).
 pub fn calibrate(negatives: &[BestScores], target_fpr: f64, method: &str) -> Result<Thresholds> {
     if !(target_fpr > 0.0 && target_fpr < 1.0) {
         return Err(Error::new(

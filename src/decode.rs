@@ -2,21 +2,38 @@
 //! analysis rate.
 //!
 //! Every input takes the same path: decode packet by packet, down-mix each
-//! packet to mono (the mean of its channels), and resample the mono stream
-//! once, in chunks, to the target rate with a band-limited resampler. Only the
-//! mono output at the target rate is ever held whole; the multichannel source
-//! never is, and the working buffers are reused from packet to packet.
+//! block of frames to mono, and resample the mono stream once, in chunks, to
+//! the target rate with a band-limited resampler. Only the mono output at the
+//! target rate is ever held whole; the multichannel source never is, and the
+//! working buffers are reused from packet to packet.
 //!
 //! Containers and codecs:
 //!
-//! - WAV, FLAC, MP3, Ogg Vorbis and AAC (ADTS or in MP4/M4A) are decoded with
-//!   symphonia;
+//! - WAV, AIFF/AIFC, FLAC, MP3, Ogg Vorbis, AAC (ADTS or in MP4/M4A) and
+//!   Apple Lossless (in MP4/M4A) are decoded with symphonia;
+//! - a WAV holding MP3 (format tag `0x0055`) is decoded by the MP3 decoder;
 //! - Ogg Opus (a `.opus` file, or any Ogg stream whose first packet is an
 //!   `OpusHead`) is decoded at 48 kHz with the pure-Rust `opus-pure` decoder,
-//!   which honours the header's pre-skip, end trim and output gain.
+//!   which honours the header's pre-skip, end trim and output gain;
+//! - a chained Ogg file (`cat a.ogg b.opus > c.ogg`) is decoded link after
+//!   link, whatever each link's codec, rate and channel count;
+//! - leading ID3v2 tags (MP3 and FLAC files with cover art) are skipped by
+//!   their declared size, whatever it is.
+//!
+//! A codec without a decoder (GSM 6.10 or G.726 in WAV, IMA ADPCM in AIFC,
+//! AC-3 in MP4, ...) is refused with [`ErrorKind::Unsupported`] naming the
+//! codec and what to convert it to.
 //!
 //! The container is recognised by its content; a file extension (or the
 //! `ext_hint` of [`decode_bytes`]) is only a hint.
+//!
+//! **Down-mix.** Frames are averaged over the channels, in blocks of
+//! [`DOWNMIX_BLOCK`] frames. When a block's average is more than 20 dB below
+//! the channels' own level (the channels cancel: one is the other inverted, as
+//! `sox in.wav out.wav remix 1 1i` writes), the block is taken as the
+//! difference of the first two channels, halved (for two channels; the first
+//! channel for more), so the music survives; [`SourceInfo::cancelled_s`] says
+//! how much of the source was, and [`cancelled_note`] words it for a reader.
 //!
 //! Damaged input is handled without panicking or hanging: a packet that fails
 //! to decode is skipped and counted, and the decode fails only when more than
@@ -35,8 +52,10 @@ use rubato::{
     SincInterpolationType, WindowFunction,
 };
 use serde::{Deserialize, Serialize};
-use symphonia::core::codecs::audio::well_known::CODEC_ID_OPUS;
-use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions, CODEC_ID_NULL_AUDIO};
+use symphonia::core::codecs::audio::well_known as codecs;
+use symphonia::core::codecs::audio::{
+    AudioCodecId, AudioCodecParameters, AudioDecoder, AudioDecoderOptions, CODEC_ID_NULL_AUDIO,
+};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
@@ -48,13 +67,41 @@ use crate::error::{Error, ErrorKind, Result, Stage};
 /// Facts about the source recording, kept in every fingerprint.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SourceInfo {
-    /// Sample rate of the source in Hz (for Opus, the 48 kHz it is decoded at).
+    /// Sample rate of the source in Hz (for Opus, the 48 kHz it is decoded
+    /// at; for a chained Ogg file whose links differ, the first link's).
     pub sample_rate: u32,
-    /// Channel count of the source.
+    /// Channel count of the source (for a chained file, the most of any link).
     pub channels: u16,
     /// Duration of the source in seconds: the frames actually decoded (after
-    /// encoder delay and padding are trimmed) over `sample_rate`.
+    /// encoder delay and padding are trimmed) over their sample rate, summed
+    /// over the links of a chained file.
     pub duration_s: f64,
+    /// Seconds of the source whose channels cancel when averaged (one is
+    /// the other inverted) and which were analysed as the difference of the
+    /// first two channels (the first channel, beyond two) instead; 0 for
+    /// most recordings. See [`cancelled_note`].
+    #[serde(default)]
+    pub cancelled_s: f64,
+}
+
+/// What a reader must know about a source whose channels cancel: `None`
+/// when less than a second (and less than a tenth of it) did, else one
+/// sentence naming how much and what was analysed instead.
+pub fn cancelled_note(source: &SourceInfo) -> Option<String> {
+    let c = source.cancelled_s;
+    if c.is_nan() || c <= 0.0 || (c < 1.0 && c < 0.1 * source.duration_s) {
+        return None;
+    }
+    let instead = if source.channels == 2 {
+        "the left-right difference"
+    } else {
+        "the first channel"
+    };
+    Some(format!(
+        "the channels cancel when averaged in {c:.1} s of {:.1} s (one is the other \
+         inverted): that audio was analysed as {instead}",
+        source.duration_s
+    ))
 }
 
 /// Mono audio at the analysis rate, with facts about its source.
@@ -96,6 +143,16 @@ impl Default for DecodeLimits {
 pub const MIN_SAMPLE_RATE: u32 = 1_000;
 /// The highest sample rate accepted, for sources and targets alike (Hz).
 pub const MAX_SAMPLE_RATE: u32 = 768_000;
+/// Frames per down-mix decision (see the [module documentation](self)).
+pub const DOWNMIX_BLOCK: usize = 4096;
+/// A block whose channel average is this far below the channels' own power
+/// (−20 dB) is taken as the channel difference instead.
+const CANCEL_RATIO: f64 = 0.01;
+/// Blocks quieter than this mean power per sample (−80 dBFS) are averaged.
+const CANCEL_FLOOR: f64 = 1e-8;
+/// What to convert audio in a codec without a decoder to.
+const CONVERT: &str =
+    "convert the audio to FLAC or PCM WAV (for example `ffmpeg -i IN -c:a flac OUT.flac`)";
 
 /// The largest sample magnitude accepted (full scale is 1.0). Float formats
 /// can hold any value; one beyond this (+120 dB over full scale) is not
@@ -194,7 +251,8 @@ pub fn decode_bytes_with_limits(
 }
 
 /// Down-mixes and resamples interleaved samples held in memory, exactly as a
-/// decoded file is: the mean of the channels, resampled once from
+/// decoded file is: the mean of the channels (their difference where the
+/// mean cancels, see the [module documentation](self)), resampled once from
 /// `sample_rate` to `target_rate`.
 ///
 /// `samples` holds `channels` samples per frame, frame after frame.
@@ -241,15 +299,16 @@ pub fn from_interleaved(
     let frames = (samples.len() / ch) as u64;
     let mut sink = MonoSink::new(sample_rate, target_rate, u64::MAX, Some(frames))?;
     sink.push_interleaved(samples, ch)?;
-    let info = SourceInfo {
-        sample_rate,
-        channels,
-        duration_s: frames as f64 / f64::from(sample_rate),
-    };
+    let (samples, cancelled_s) = sink.finish()?;
     Ok(Audio {
-        samples: sink.finish()?,
+        samples,
         sample_rate: target_rate,
-        source: info,
+        source: SourceInfo {
+            sample_rate,
+            channels,
+            duration_s: frames as f64 / f64::from(sample_rate),
+            cancelled_s,
+        },
     })
 }
 
@@ -362,20 +421,66 @@ fn decode_guarded<R: Reopen>(
 }
 
 fn decode_source<R: Reopen>(
-    mut src: R,
+    src: R,
     hint: Option<&str>,
     target_rate: u32,
     limits: &DecodeLimits,
 ) -> Result<Audio> {
     let open_io = |e| Error::new(Stage::Open, ErrorKind::Io(e));
+    let len = src.byte_len().unwrap_or(u64::MAX);
+    let mut src = Window::new(src, 0, len).map_err(open_io)?;
+    let start = skip_id3v2(&mut src).map_err(open_io)?;
+    if start >= len {
+        return Err(Error::new(
+            Stage::Open,
+            ErrorKind::Empty(format!(
+                "the file holds an ID3 tag of {start} bytes and no audio after it"
+            )),
+        ));
+    }
+    let mut src = Window::new(src.inner, start, len - start).map_err(open_io)?;
     let mut head = [0u8; 512];
     let n = read_up_to(&mut src, &mut head).map_err(open_io)?;
     src.seek(SeekFrom::Start(0)).map_err(open_io)?;
-    if is_ogg_opus(&head[..n]) {
-        decode_opus(BufReader::with_capacity(1 << 16, src), target_rate, limits)
+    let head = &head[..n];
+    let mut sink = Sink::new(target_rate, limits);
+    if head.starts_with(b"OggS") {
+        decode_ogg(src, hint, &mut sink)?;
+    } else if head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WAVE" {
+        match wave_codec(&mut src).map_err(open_io)? {
+            WaveCodec::Mpeg(data_start, data_len) => {
+                let data =
+                    Window::new(src.inner, src.start + data_start, data_len).map_err(open_io)?;
+                decode_symphonia(data, Some("mp3"), &mut sink)?;
+            }
+            WaveCodec::Unsupported(what) => {
+                return Err(Error::new(
+                    Stage::Open,
+                    ErrorKind::Unsupported(format!(
+                        "a WAV file holding {what}, which Refrain has no decoder for: {CONVERT}"
+                    )),
+                ))
+            }
+            WaveCodec::Symphonia => {
+                src.seek(SeekFrom::Start(0)).map_err(open_io)?;
+                decode_symphonia(src, hint, &mut sink)?;
+            }
+        }
+    } else if head.len() >= 12 && &head[..4] == b"FORM" && &head[8..12] == b"AIFC" {
+        if let Some(what) = aifc_unsupported(&mut src).map_err(open_io)? {
+            return Err(Error::new(
+                Stage::Open,
+                ErrorKind::Unsupported(format!(
+                    "an AIFF-C file holding {what}, which Refrain has no decoder for: {CONVERT}"
+                )),
+            ));
+        }
+        src.seek(SeekFrom::Start(0)).map_err(open_io)?;
+        decode_symphonia(src, hint, &mut sink)?;
     } else {
-        decode_symphonia(src, hint, target_rate, limits)
+        decode_symphonia(src, hint, &mut sink)?;
     }
+    sink.into_audio()
 }
 
 /// Reads until `buf` is full or the source ends; returns the bytes read.
@@ -401,8 +506,383 @@ fn is_ogg_opus(head: &[u8]) -> bool {
     head.get(payload..payload + 8) == Some(b"OpusHead".as_slice())
 }
 
+/// A byte range `start..start + len` of a source, presented as a whole
+/// source (positions relative to `start`).
+struct Window<R> {
+    inner: R,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl<R: Read + Seek> Window<R> {
+    /// The range, positioned at its start.
+    fn new(mut inner: R, start: u64, len: u64) -> std::io::Result<Self> {
+        inner.seek(SeekFrom::Start(start))?;
+        Ok(Window {
+            inner,
+            start,
+            len,
+            pos: 0,
+        })
+    }
+}
+
+impl<R: Read + Seek> Read for Window<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        if n == 0 {
+            return Ok(0);
+        }
+        let got = self.inner.read(&mut buf[..n])?;
+        self.pos += got as u64;
+        Ok(got)
+    }
+}
+
+impl<R: Read + Seek> Seek for Window<R> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => {
+                if self.len == u64::MAX {
+                    // an unknown length: the inner source's end
+                    let end = self.inner.seek(SeekFrom::End(d))?;
+                    Some(end.saturating_sub(self.start))
+                } else {
+                    self.len.checked_add_signed(d)
+                }
+            }
+        };
+        let target = target.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before the start of the stream",
+            )
+        })?;
+        let target = target.min(self.len);
+        self.inner
+            .seek(SeekFrom::Start(self.start.saturating_add(target)))?;
+        self.pos = target;
+        Ok(target)
+    }
+}
+
+impl<R: MediaSource> MediaSource for Window<R> {
+    fn is_seekable(&self) -> bool {
+        self.inner.is_seekable()
+    }
+
+    fn byte_len(&self) -> Option<u64> {
+        (self.len != u64::MAX).then_some(self.len)
+    }
+}
+
+impl<R: Reopen> Reopen for Window<R> {
+    fn reopen(&self) -> std::io::Result<Self> {
+        Window::new(self.inner.reopen()?, self.start, self.len)
+    }
+}
+
+/// The size of the ID3v2 tags at the start of `src`, header (and footer)
+/// included: 0 when there is none. Several tags in a row are all skipped.
+fn skip_id3v2<R: Read + Seek>(src: &mut Window<R>) -> std::io::Result<u64> {
+    let mut at = 0u64;
+    // a bound on chained tags, so a file of nothing but tag headers ends
+    for _ in 0..64 {
+        src.seek(SeekFrom::Start(at))?;
+        let mut h = [0u8; 10];
+        if read_up_to(src, &mut h)? < 10 || &h[..3] != b"ID3" || h[3] == 0xff || h[4] == 0xff {
+            break;
+        }
+        // the size is syncsafe: four 7-bit bytes
+        if h[6..10].iter().any(|&b| b & 0x80 != 0) {
+            break;
+        }
+        let size = h[6..10]
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 7) | u64::from(b));
+        // a v2.4 tag with the footer flag carries 10 more bytes
+        let footer = if h[3] >= 4 && h[5] & 0x10 != 0 { 10 } else { 0 };
+        at += 10 + size + footer;
+    }
+    src.seek(SeekFrom::Start(0))?;
+    Ok(at)
+}
+
+/// What a WAV file's format tag asks for.
+enum WaveCodec {
+    /// MPEG audio (format 0x0055, MP3): the `data` chunk's start and length.
+    Mpeg(u64, u64),
+    /// A codec without a decoder, named.
+    Unsupported(String),
+    /// Everything else: symphonia's WAV reader decides.
+    Symphonia,
+}
+
+/// Format tags of codecs that are found in WAV files and that Refrain has no
+/// decoder for (mmreg.h), with their names.
+const WAVE_UNSUPPORTED: &[(u16, &str)] = &[
+    (0x0005, "IBM CVSD"),
+    (0x0010, "OKI ADPCM"),
+    (0x0012, "MediaSpace ADPCM"),
+    (0x0014, "G.723 ADPCM"),
+    (0x0020, "Yamaha ADPCM"),
+    (0x0022, "DSP Group TrueSpeech"),
+    (0x0030, "Dolby AC-2"),
+    (0x0031, "GSM 6.10"),
+    (0x0032, "MSN Audio (GSM 6.10)"),
+    (0x0040, "G.721 ADPCM"),
+    (0x0042, "G.723.1"),
+    (0x0045, "G.726 ADPCM"),
+    (0x0050, "MPEG-1 Layer I/II audio"),
+    (0x0064, "G.726 ADPCM"),
+    (0x0065, "G.722 ADPCM"),
+    (0x0092, "Dolby AC-3 (S/PDIF)"),
+    (0x00ff, "AAC"),
+    (0x0160, "Windows Media Audio 1"),
+    (0x0161, "Windows Media Audio 2"),
+    (0x0162, "Windows Media Audio Pro"),
+    (0x0163, "Windows Media Audio Lossless"),
+    (0x0200, "Creative ADPCM"),
+    (0x0270, "Sony ATRAC3"),
+    (0x1600, "AAC (ADTS)"),
+    (0x1610, "HE-AAC"),
+    (0x2000, "Dolby AC-3"),
+    (0x2001, "DTS"),
+    (0x674f, "Ogg Vorbis"),
+    (0x6750, "Ogg Vorbis"),
+    (0x6751, "Ogg Vorbis"),
+    (0x676f, "Ogg Vorbis"),
+    (0x6770, "Ogg Vorbis"),
+    (0x6771, "Ogg Vorbis"),
+    (0x704f, "Opus"),
+    (0xf1ac, "FLAC"),
+];
+
+/// Format tags symphonia's WAV reader decodes.
+const WAVE_DECODED: &[u16] = &[0x0001, 0x0002, 0x0003, 0x0006, 0x0007, 0x0011];
+
+/// Walks a WAV file's chunks (at most the first 64) for its format tag (the
+/// sub-format's, for `WAVE_FORMAT_EXTENSIBLE`) and, for MPEG audio, where
+/// its `data` chunk is. Anything it cannot make sense of is left to
+/// symphonia, which says what is wrong.
+fn wave_codec<R: Read + Seek>(src: &mut Window<R>) -> std::io::Result<WaveCodec> {
+    let mut at = 12u64;
+    let mut tag: Option<u16> = None;
+    for _ in 0..64 {
+        src.seek(SeekFrom::Start(at))?;
+        let mut h = [0u8; 8];
+        if read_up_to(src, &mut h)? < 8 {
+            break;
+        }
+        let size = u64::from(u32::from_le_bytes([h[4], h[5], h[6], h[7]]));
+        match &h[..4] {
+            b"fmt " => {
+                let mut f = [0u8; 40];
+                let n = read_up_to(src, &mut f)?.min(size as usize);
+                if n < 16 {
+                    return Ok(WaveCodec::Symphonia);
+                }
+                let mut t = u16::from_le_bytes([f[0], f[1]]);
+                if t == 0xfffe && n >= 26 {
+                    // the first two bytes of the sub-format GUID
+                    t = u16::from_le_bytes([f[24], f[25]]);
+                }
+                if WAVE_DECODED.contains(&t) {
+                    return Ok(WaveCodec::Symphonia);
+                }
+                if let Some((_, name)) = WAVE_UNSUPPORTED.iter().find(|(k, _)| *k == t) {
+                    return Ok(WaveCodec::Unsupported(format!("{name} (format 0x{t:04x})")));
+                }
+                if t != 0x0055 {
+                    return Ok(WaveCodec::Unsupported(format!("audio in format 0x{t:04x}")));
+                }
+                tag = Some(t);
+            }
+            b"data" if tag.is_some() => {
+                // a streamed WAV may give 0 or 0xFFFFFFFF: up to the end
+                let left = src.len.saturating_sub(at + 8);
+                let len = if size == 0 || size == 0xffff_ffff {
+                    left
+                } else {
+                    size.min(left)
+                };
+                return Ok(WaveCodec::Mpeg(at + 8, len));
+            }
+            _ => {}
+        }
+        // chunks are padded to an even size
+        at += 8 + size + (size & 1);
+    }
+    Ok(match tag {
+        Some(_) => WaveCodec::Unsupported("MP3 without a data chunk".into()),
+        None => WaveCodec::Symphonia,
+    })
+}
+
+/// AIFF-C compression types symphonia decodes.
+const AIFC_DECODED: &[&[u8; 4]] = &[
+    b"none", b"NONE", b"sowt", b"SOWT", b"twos", b"TWOS", b"fl32", b"FL32", b"fl64", b"FL64",
+    b"in24", b"IN24", b"in32", b"IN32", b"23ni", b"23NI", b"alaw", b"ALAW", b"ulaw", b"ULAW",
+    b"raw ", b"RAW ",
+];
+
+/// AIFF-C compression types without a decoder, with their names.
+const AIFC_NAMES: &[(&[u8; 4], &str)] = &[
+    (b"ima4", "IMA 4:1 ADPCM"),
+    (b"GSM ", "GSM 6.10"),
+    (b"MAC3", "MACE 3:1"),
+    (b"MAC6", "MACE 6:1"),
+    (b"Qclp", "QUALCOMM PureVoice"),
+    (b"QDMC", "QDesign Music"),
+    (b"QDM2", "QDesign Music 2"),
+    (b"G722", "G.722"),
+    (b"G726", "G.726"),
+    (b"G728", "G.728"),
+];
+
+/// The named compression of an AIFF-C file when Refrain has no decoder for
+/// it; `None` when it has, or when the `COMM` chunk is not where it should
+/// be (symphonia then says what is wrong).
+fn aifc_unsupported<R: Read + Seek>(src: &mut Window<R>) -> std::io::Result<Option<String>> {
+    let mut at = 12u64;
+    for _ in 0..64 {
+        src.seek(SeekFrom::Start(at))?;
+        let mut h = [0u8; 8];
+        if read_up_to(src, &mut h)? < 8 {
+            return Ok(None);
+        }
+        let size = u64::from(u32::from_be_bytes([h[4], h[5], h[6], h[7]]));
+        if &h[..4] == b"COMM" {
+            let mut c = [0u8; 22];
+            if read_up_to(src, &mut c)? < 22 || size < 22 {
+                return Ok(None);
+            }
+            let kind: [u8; 4] = [c[18], c[19], c[20], c[21]];
+            if AIFC_DECODED.iter().any(|k| **k == kind) {
+                return Ok(None);
+            }
+            let code = String::from_utf8_lossy(&kind).into_owned();
+            return Ok(Some(match AIFC_NAMES.iter().find(|(k, _)| **k == kind) {
+                Some((_, name)) => format!("{name} (compression '{code}')"),
+                None => format!("audio in compression '{code}'"),
+            }));
+        }
+        at += 8 + size + (size & 1);
+    }
+    Ok(None)
+}
+
+/// Decodes an Ogg stream, link after link when it is chained: each link
+/// (a group of logical streams that begins with their first pages) goes to
+/// the decoder its first packet calls for.
+fn decode_ogg<R: Reopen>(mut src: Window<R>, hint: Option<&str>, sink: &mut Sink) -> Result<()> {
+    let open_io = |e| Error::new(Stage::Open, ErrorKind::Io(e));
+    let links = ogg_links(&mut src).map_err(open_io)?;
+    let n = links.len();
+    for (i, &(start, len)) in links.iter().enumerate() {
+        let inner = src.inner.reopen().map_err(open_io)?;
+        let mut link = Window::new(inner, src.start + start, len).map_err(open_io)?;
+        let mut head = [0u8; 512];
+        let got = read_up_to(&mut link, &mut head).map_err(open_io)?;
+        link.seek(SeekFrom::Start(0)).map_err(open_io)?;
+        let r = if is_ogg_opus(&head[..got]) {
+            decode_opus(BufReader::with_capacity(1 << 16, link), sink)
+        } else {
+            decode_symphonia(link, hint, sink)
+        };
+        match r {
+            Ok(()) => {}
+            // the last link cut short inside its headers: the file was cut
+            Err(e) if i > 0 && i + 1 == n && is_cut_headers(&e) => break,
+            Err(e) if n > 1 => return Err(in_link(e, i, n)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Whether `e` says the input ends inside a stream's headers.
+fn is_cut_headers(e: &Error) -> bool {
+    e.stage == Stage::Open && matches!(&e.kind, ErrorKind::Corrupt(m) if m.contains("ends inside"))
+}
+
+/// `e`, its message saying which link of a chained file it is about.
+fn in_link(mut e: Error, i: usize, n: usize) -> Error {
+    let at = format!("Ogg link {} of {n}: ", i + 1);
+    match &mut e.kind {
+        ErrorKind::Unsupported(m)
+        | ErrorKind::Corrupt(m)
+        | ErrorKind::Empty(m)
+        | ErrorKind::Limit(m)
+        | ErrorKind::InvalidInput(m) => m.insert_str(0, &at),
+        _ => {}
+    }
+    e
+}
+
+/// Codec identification packets that start a link of a chained Ogg file.
+const OGG_CODEC_HEADERS: &[&[u8]] = &[b"\x01vorbis", b"OpusHead", b"\x7fFLAC"];
+
+/// The links of an Ogg stream as (start, length) byte ranges: a new link
+/// starts at a first page (BOS) of a known codec that follows pages that
+/// were not first pages. A single link is the whole stream. Damage between
+/// pages is skipped by searching for the next page's capture pattern.
+fn ogg_links<R: Read + Seek>(src: &mut Window<R>) -> std::io::Result<Vec<(u64, u64)>> {
+    src.seek(SeekFrom::Start(0))?;
+    let mut r = BufReader::with_capacity(1 << 16, &mut *src);
+    let mut starts = vec![0u64];
+    let mut pos = 0u64;
+    let mut in_body = false; // a page that was not a first page was seen
+    let mut h = [0u8; 27];
+    let mut lacing = [0u8; 255];
+    while read_up_to(&mut r, &mut h)? == 27 {
+        if &h[..4] != b"OggS" {
+            // resynchronise on the next capture pattern
+            let skip = h[1..]
+                .windows(4)
+                .position(|w| w == b"OggS")
+                .map_or(24, |p| p + 1);
+            pos += skip as u64;
+            r.seek_relative(skip as i64 - 27)?;
+            continue;
+        }
+        let nseg = usize::from(h[26]);
+        if read_up_to(&mut r, &mut lacing[..nseg])? < nseg {
+            break;
+        }
+        let body: u64 = lacing[..nseg].iter().map(|&l| u64::from(l)).sum();
+        let first = h[5] & 0x02 != 0;
+        if first && in_body {
+            let mut id = [0u8; 8];
+            let got = read_up_to(&mut r, &mut id[..body.min(8) as usize])?;
+            if OGG_CODEC_HEADERS.iter().any(|c| id[..got].starts_with(c)) {
+                starts.push(pos);
+                in_body = false;
+            }
+            r.seek_relative(i64::try_from(body).unwrap_or(i64::MAX) - got as i64)?;
+        } else {
+            in_body |= !first;
+            r.seek_relative(i64::try_from(body).unwrap_or(i64::MAX))?;
+        }
+        pos += 27 + nseg as u64 + body;
+    }
+    drop(r);
+    let end = if src.len == u64::MAX { pos } else { src.len };
+    let mut links = Vec::with_capacity(starts.len());
+    for (i, &s) in starts.iter().enumerate() {
+        let e = starts.get(i + 1).copied().unwrap_or(end);
+        links.push((s, e.saturating_sub(s)));
+    }
+    src.seek(SeekFrom::Start(0))?;
+    Ok(links)
+}
+
 // ---------------------------------------------------------------------------
-// symphonia: WAV, FLAC, MP3, Ogg Vorbis, AAC/M4A.
+// symphonia: WAV, AIFF, FLAC, MP3, Ogg Vorbis, AAC and ALAC in M4A.
 
 /// A source that can be read again from the start.
 trait Reopen: MediaSource + Sized {
@@ -441,12 +921,7 @@ fn probe<'s>(
     )
 }
 
-fn decode_symphonia<R: Reopen>(
-    src: R,
-    hint: Option<&str>,
-    target_rate: u32,
-    limits: &DecodeLimits,
-) -> Result<Audio> {
+fn decode_symphonia<R: Reopen>(src: R, hint: Option<&str>, sink: &mut Sink) -> Result<()> {
     let retry = src.reopen();
     let mut reader = match probe(Box::new(src), hint) {
         Ok(r) => r,
@@ -459,21 +934,24 @@ fn decode_symphonia<R: Reopen>(
         }
         Err(e) => return Err(probe_error(e)),
     };
+    let (track_id, num_frames, decoder) = audio_track(reader.as_ref())?;
+    run_symphonia(reader.as_mut(), decoder, track_id, num_frames, sink)
+}
 
+/// The default audio track's id, length and a decoder for it.
+fn audio_track(reader: &dyn FormatReader) -> Result<(u32, Option<u64>, Box<dyn AudioDecoder>)> {
     let track = match reader.default_track(TrackType::Audio) {
         Some(t) => t,
         None => {
             let kind = match reader.first_track(TrackType::Audio) {
-                Some(_) => {
-                    ErrorKind::Unsupported("the audio track's codec is not supported".into())
-                }
+                Some(_) => ErrorKind::Unsupported(format!(
+                    "the audio track's codec is not supported: {CONVERT}"
+                )),
                 None => ErrorKind::Empty("the container has no audio track".into()),
             };
             return Err(Error::new(Stage::Open, kind));
         }
     };
-    let track_id = track.id;
-    let num_frames = track.num_frames;
     let params = track
         .codec_params
         .as_ref()
@@ -484,45 +962,79 @@ fn decode_symphonia<R: Reopen>(
                 ErrorKind::Empty("the container has no audio track".into()),
             )
         })?;
+    let decoder = make_decoder(params)?;
+    Ok((track.id, track.num_frames, decoder))
+}
+
+/// A decoder for `params`, or an error naming the codec.
+fn make_decoder(params: &AudioCodecParameters) -> Result<Box<dyn AudioDecoder>> {
+    let unsupported = |what: String| Error::new(Stage::Open, ErrorKind::Unsupported(what));
     if params.codec == CODEC_ID_NULL_AUDIO {
-        return Err(Error::new(
-            Stage::Open,
-            ErrorKind::Unsupported("the audio track's codec is not supported".into()),
+        return Err(unsupported(format!(
+            "the audio track's codec is not one Refrain knows: {CONVERT}"
+        )));
+    }
+    if params.codec == codecs::CODEC_ID_OPUS {
+        return Err(unsupported(
+            "Opus is decoded in Ogg (.opus) files only: remux it with \
+             `ffmpeg -i IN -c:a copy OUT.opus`"
+                .into(),
         ));
     }
-    if params.codec == CODEC_ID_OPUS {
-        return Err(Error::new(
-            Stage::Open,
-            ErrorKind::Unsupported("Opus is supported in Ogg (.opus) files only".into()),
-        ));
-    }
-    let mut decoder = symphonia::default::get_codecs()
+    symphonia::default::get_codecs()
         .make_audio_decoder(params, &AudioDecoderOptions::default())
         .map_err(|e| match e {
-            SymError::Unsupported(what) => Error::new(
-                Stage::Open,
-                ErrorKind::Unsupported(format!("audio codec: {what}")),
-            ),
+            SymError::Unsupported(what) => unsupported(match codec_name(params.codec) {
+                Some(name) => {
+                    format!("the audio is {name}, which Refrain has no decoder for: {CONVERT}")
+                }
+                None => format!("audio codec: {what}: {CONVERT}"),
+            }),
             other => Error::new(Stage::Open, ErrorKind::Corrupt(other.to_string())),
-        })?;
+        })
+}
 
-    run_symphonia(
-        reader.as_mut(),
-        decoder.as_mut(),
-        track_id,
-        num_frames,
-        target_rate,
-        limits,
-    )
+/// The name of a codec symphonia knows of but Refrain has no decoder for.
+fn codec_name(id: AudioCodecId) -> Option<&'static str> {
+    use codecs::*;
+    let names: &[(AudioCodecId, &str)] = &[
+        (CODEC_ID_AC3, "Dolby AC-3"),
+        (CODEC_ID_EAC3, "Dolby E-AC-3"),
+        (CODEC_ID_AC4, "Dolby AC-4"),
+        (CODEC_ID_TRUEHD, "Dolby TrueHD"),
+        (CODEC_ID_DCA, "DTS"),
+        (CODEC_ID_WMA, "Windows Media Audio"),
+        (CODEC_ID_SPEEX, "Speex"),
+        (CODEC_ID_MUSEPACK, "Musepack"),
+        (CODEC_ID_MP1, "MPEG-1 Layer I"),
+        (CODEC_ID_MP2, "MPEG-1 Layer II"),
+        (CODEC_ID_ATRAC1, "ATRAC"),
+        (CODEC_ID_ATRAC3, "ATRAC3"),
+        (CODEC_ID_ATRAC3PLUS, "ATRAC3plus"),
+        (CODEC_ID_ATRAC9, "ATRAC9"),
+        (CODEC_ID_WAVPACK, "WavPack"),
+        (CODEC_ID_MONKEYS_AUDIO, "Monkey's Audio"),
+        (CODEC_ID_TTA, "TTA"),
+        (CODEC_ID_COOK, "RealAudio Cook"),
+        (CODEC_ID_SBC, "SBC"),
+        (CODEC_ID_APTX, "aptX"),
+        (CODEC_ID_LDAC, "LDAC"),
+    ];
+    names.iter().find(|(c, _)| *c == id).map(|(_, n)| *n)
 }
 
 fn probe_error(e: SymError) -> Error {
     let kind = match e {
         // The probe scanned the start of the input without finding a container.
-        SymError::Unsupported(what) if what.starts_with("core (probe)") => {
-            ErrorKind::Unsupported("the format was not recognised".into())
+        SymError::Unsupported(what) if what.starts_with("core (probe)") => ErrorKind::Unsupported(
+            "the format was not recognised (Refrain reads WAV, AIFF, FLAC, MP3, Ogg Vorbis, \
+             Opus, AAC and Apple Lossless); if it is audio, convert it to FLAC or PCM WAV \
+             (for example `ffmpeg -i IN -c:a flac OUT.flac`)"
+                .into(),
+        ),
+        SymError::Unsupported(what) => {
+            ErrorKind::Unsupported(format!("container: {what}: {CONVERT}"))
         }
-        SymError::Unsupported(what) => ErrorKind::Unsupported(format!("container: {what}")),
         SymError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
             ErrorKind::Corrupt("the input ends inside the container's headers".into())
         }
@@ -536,15 +1048,12 @@ fn probe_error(e: SymError) -> Error {
 /// The packet loop: decode, down-mix, resample.
 fn run_symphonia(
     reader: &mut dyn FormatReader,
-    decoder: &mut dyn AudioDecoder,
-    track_id: u32,
-    num_frames: Option<u64>,
-    target_rate: u32,
-    limits: &DecodeLimits,
-) -> Result<Audio> {
+    mut decoder: Box<dyn AudioDecoder>,
+    mut track_id: u32,
+    mut num_frames: Option<u64>,
+    sink: &mut Sink,
+) -> Result<()> {
     let decode_err = |kind| Error::new(Stage::Decode, kind);
-    let mut sink: Option<MonoSink> = None;
-    let mut channels = 0usize;
     let mut interleaved: Vec<f32> = Vec::new();
     let mut counts = PacketCounts::default();
     let mut consecutive = 0u32;
@@ -559,10 +1068,18 @@ fn run_symphonia(
             // A file cut short: keep what was decoded.
             Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
             Err(SymError::IoError(e)) => return Err(decode_err(ErrorKind::Io(e))),
-            // A chained stream (a new track list): only the first is decoded.
-            Err(SymError::ResetRequired) => break,
+            // A chained stream (a new track list): go on with its audio track.
+            Err(SymError::ResetRequired) => {
+                counts.check()?;
+                counts = PacketCounts::default();
+                let (id, frames, d) = audio_track(&*reader)?;
+                (track_id, num_frames, decoder) = (id, frames, d);
+                continue;
+            }
             Err(SymError::Unsupported(what)) => {
-                return Err(decode_err(ErrorKind::Unsupported(what.to_string())))
+                return Err(decode_err(ErrorKind::Unsupported(format!(
+                    "{what}: {CONVERT}"
+                ))))
             }
             Err(SymError::LimitError(what)) => {
                 return Err(decode_err(ErrorKind::Limit(format!("container: {what}"))))
@@ -612,35 +1129,9 @@ fn run_symphonia(
             continue;
         }
         buf.copy_to_vec_interleaved(&mut interleaved);
-        let s = match sink.as_mut() {
-            Some(s) => {
-                if rate != s.source_rate {
-                    return Err(decode_err(ErrorKind::Unsupported(format!(
-                        "the sample rate changes mid-stream ({} Hz to {rate} Hz)",
-                        s.source_rate
-                    ))));
-                }
-                s
-            }
-            None => {
-                check_rate("source sample rate", rate)
-                    .map_err(|m| decode_err(ErrorKind::Unsupported(m)))?;
-                channels = ch;
-                sink.insert(MonoSink::new(
-                    rate,
-                    target_rate,
-                    max_frames(limits, rate),
-                    num_frames,
-                )?)
-            }
-        };
-        s.push_interleaved(&interleaved, ch)?;
+        sink.push(rate, ch, &interleaved, num_frames.take())?;
     }
-
-    counts.check()?;
-    let sink = sink
-        .ok_or_else(|| decode_err(ErrorKind::Empty("the stream holds no audio frames".into())))?;
-    sink.into_audio(channels)
+    counts.check()
 }
 
 /// Packets decoded and packets lost to errors.
@@ -659,7 +1150,7 @@ impl PacketCounts {
         let kind = if total == 0 {
             ErrorKind::Empty("the stream holds no audio packets".into())
         } else if let (0, Some(what)) = (self.ok, self.unsupported) {
-            ErrorKind::Unsupported(format!("audio codec: {what}"))
+            ErrorKind::Unsupported(format!("audio codec: {what}: {CONVERT}"))
         } else if self.ok == 0 {
             ErrorKind::Corrupt(format!("none of {total} packets could be decoded"))
         } else if self.failed > self.ok {
@@ -703,7 +1194,7 @@ fn opus_open_error(e: opus_pure::Error) -> Error {
     Error::new(Stage::Open, kind)
 }
 
-fn decode_opus<R: Read>(src: R, target_rate: u32, limits: &DecodeLimits) -> Result<Audio> {
+fn decode_opus<R: Read>(src: R, sink: &mut Sink) -> Result<()> {
     let mut reader = OggOpusReader::new(src).map_err(opus_open_error)?;
     let head = reader.head().clone();
     let channels = usize::from(head.channel_count);
@@ -716,14 +1207,14 @@ fn decode_opus<R: Read>(src: R, target_rate: u32, limits: &DecodeLimits) -> Resu
         // Only the standard surround layouts (the ones libopus writes) are
         // decoded: the multistream decoder derives the layout from the family.
         let mut ms = OpusMSDecoder::new(OPUS_RATE as i32, channels, head.mapping_family)
-            .map_err(|e| unsupported(format!("Opus channel mapping: {e}")))?;
+            .map_err(|e| unsupported(format!("Opus channel mapping: {e}: {CONVERT}")))?;
         let layout = ms.layout();
         if layout.nb_streams != usize::from(head.stream_count)
             || layout.nb_coupled_streams != usize::from(head.coupled_count)
             || layout.mapping != head.channel_mapping
         {
             return Err(unsupported(format!(
-                "Opus channel mapping family {} with a non-standard layout",
+                "Opus channel mapping family {} with a non-standard layout: {CONVERT}",
                 head.mapping_family
             )));
         }
@@ -733,7 +1224,6 @@ fn decode_opus<R: Read>(src: R, target_rate: u32, limits: &DecodeLimits) -> Resu
         OpusDec::Multi(ms)
     };
     let mut trim = Trim::new(&head, OPUS_RATE as i32, channels).map_err(opus_open_error)?;
-    let mut sink = MonoSink::new(OPUS_RATE, target_rate, max_frames(limits, OPUS_RATE), None)?;
     let mut block = vec![0.0f32; opus_pure::MAX_PACKET_SAMPLES * channels];
     let mut packet = OggPacket::default();
     let mut counts = PacketCounts::default();
@@ -761,13 +1251,12 @@ fn decode_opus<R: Read>(src: R, target_rate: u32, limits: &DecodeLimits) -> Resu
             Ok(n) => {
                 counts.ok += 1;
                 let keep = trim.keep_range(&packet, n * channels);
-                sink.push_interleaved(&block[keep], channels)?;
+                sink.push(OPUS_RATE, channels, &block[keep], None)?;
             }
             Err(_) => counts.failed += 1,
         }
     }
-    counts.check()?;
-    sink.into_audio(channels)
+    counts.check()
 }
 
 // ---------------------------------------------------------------------------
@@ -843,8 +1332,125 @@ fn make_resampler(source_rate: u32, target_rate: u32) -> Result<(Box<dyn Resampl
     }
 }
 
-/// Down-mixes interleaved packets to mono, feeds the resampler a chunk at a
-/// time, and collects the output with the resampler delay trimmed.
+/// The sum of the squares, in 8 independent lanes so that it vectorises
+/// (a block's worth of samples: f32 is precise enough for a level ratio).
+fn sum_of_squares(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            lanes[i] += c[i] * c[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + rest.iter().map(|v| v * v).sum::<f32>()
+}
+
+/// Collects a decoded stream as mono at the target rate, one [`MonoSink`]
+/// per run of packets at one source rate (a chained file's links may
+/// differ), under one duration limit.
+struct Sink {
+    target_rate: u32,
+    limits: DecodeLimits,
+    current: Option<MonoSink>,
+    /// Output of the finished runs.
+    out: Vec<f32>,
+    /// Seconds and cancelled seconds of the finished runs.
+    done_s: f64,
+    cancelled_s: f64,
+    first_rate: u32,
+    channels: usize,
+}
+
+impl Sink {
+    fn new(target_rate: u32, limits: &DecodeLimits) -> Self {
+        Sink {
+            target_rate,
+            limits: *limits,
+            current: None,
+            out: Vec::new(),
+            done_s: 0.0,
+            cancelled_s: 0.0,
+            first_rate: 0,
+            channels: 0,
+        }
+    }
+
+    /// Adds interleaved samples (`channels` per frame) at `rate`.
+    /// `frames_hint`, the stream's expected length, only reserves memory.
+    fn push(
+        &mut self,
+        rate: u32,
+        channels: usize,
+        samples: &[f32],
+        frames_hint: Option<u64>,
+    ) -> Result<()> {
+        if samples.len() < channels || channels == 0 {
+            return Ok(());
+        }
+        if self.current.as_ref().is_none_or(|s| s.source_rate != rate) {
+            check_rate("source sample rate", rate)
+                .map_err(|m| Error::new(Stage::Decode, ErrorKind::Unsupported(m)))?;
+            self.finish_run()?;
+            let left = DecodeLimits {
+                max_duration_s: self.limits.max_duration_s - self.done_s,
+                ..self.limits
+            };
+            let mut s =
+                MonoSink::new(rate, self.target_rate, max_frames(&left, rate), frames_hint)?;
+            s.limit_s = self.limits.max_duration_s;
+            if self.first_rate == 0 {
+                self.first_rate = rate;
+            }
+            self.current = Some(s);
+        }
+        self.channels = self.channels.max(channels);
+        self.current
+            .as_mut()
+            .expect("just set")
+            .push_interleaved(samples, channels)
+    }
+
+    /// Finishes the current run, appending its output.
+    fn finish_run(&mut self) -> Result<()> {
+        let Some(s) = self.current.take() else {
+            return Ok(());
+        };
+        self.done_s += s.frames_in as f64 / f64::from(s.source_rate);
+        let (out, cancelled) = s.finish()?;
+        self.cancelled_s += cancelled;
+        if self.out.is_empty() {
+            self.out = out;
+        } else {
+            self.out.extend_from_slice(&out);
+        }
+        Ok(())
+    }
+
+    fn into_audio(mut self) -> Result<Audio> {
+        self.finish_run()?;
+        if self.first_rate == 0 || self.done_s <= 0.0 {
+            return Err(Error::new(
+                Stage::Decode,
+                ErrorKind::Empty("the stream holds no audio frames".into()),
+            ));
+        }
+        Ok(Audio {
+            samples: self.out,
+            sample_rate: self.target_rate,
+            source: SourceInfo {
+                sample_rate: self.first_rate,
+                channels: u16::try_from(self.channels).unwrap_or(u16::MAX),
+                duration_s: self.done_s,
+                cancelled_s: self.cancelled_s,
+            },
+        })
+    }
+}
+
+/// Down-mixes interleaved packets to mono (block by block, see the [module
+/// documentation](self)), feeds the resampler a chunk at a time, and
+/// collects the output with the resampler delay trimmed.
 struct MonoSink {
     source_rate: u32,
     target_rate: u32,
@@ -862,6 +1468,16 @@ struct MonoSink {
     frames_in: u64,
     /// Source frames accepted before [`ErrorKind::Limit`].
     max_frames_in: u64,
+    /// The duration limit named in that error, seconds.
+    limit_s: f64,
+    /// Interleaved frames waiting for a down-mix decision.
+    block: Vec<f32>,
+    /// Channels of the frames in `block`.
+    block_channels: usize,
+    /// One block down-mixed.
+    mono: Vec<f32>,
+    /// Source frames taken as the channel difference.
+    cancelled_frames: u64,
     /// Output at the target rate.
     out: Vec<f32>,
 }
@@ -903,63 +1519,124 @@ impl MonoSink {
             to_trim,
             frames_in: 0,
             max_frames_in,
+            limit_s: max_frames_in as f64 / f64::from(source_rate),
+            block: Vec::new(),
+            block_channels: 0,
+            mono: Vec::new(),
+            cancelled_frames: 0,
             out,
         })
     }
 
-    /// Adds `samples` (`channels` per frame) as mono: the mean of the channels.
+    /// Adds `samples` (`channels` per frame) as mono: the mean of the
+    /// channels, or their difference where the mean cancels.
     fn push_interleaved(&mut self, samples: &[f32], channels: usize) -> Result<()> {
         let frames = samples.len() / channels;
         if frames == 0 {
             return Ok(());
         }
+        let samples = &samples[..frames * channels];
+        let first_frame = self.frames_in;
         self.frames_in += frames as u64;
         if self.frames_in > self.max_frames_in {
-            let secs = self.max_frames_in as f64 / f64::from(self.source_rate);
             return Err(Error::new(
                 Stage::Decode,
-                ErrorKind::Limit(format!("the audio is longer than the limit of {secs} s")),
+                ErrorKind::Limit(format!(
+                    "the audio is longer than the limit of {} s",
+                    self.limit_s
+                )),
             ));
         }
-        let first_frame = self.frames_in - frames as u64;
-        let scale = 1.0 / channels as f32;
-        let mut rest = &samples[..frames * channels];
-        let mut done = 0usize;
+        // a branch-free pass first (it vectorises), the position only on failure
+        let all_usable = samples.iter().fold(true, |ok, &x| ok & usable(x));
+        if let Some(i) = (!all_usable)
+            .then(|| samples.iter().position(|&x| !usable(x)))
+            .flatten()
+        {
+            return Err(Error::new(
+                Stage::Decode,
+                ErrorKind::Corrupt(format!(
+                    "source frame {} is {}, not a finite number within ±{MAX_SAMPLE_MAGNITUDE} \
+                     (full scale is 1)",
+                    first_frame + (i / channels) as u64,
+                    samples[i]
+                )),
+            ));
+        }
+        if channels != self.block_channels {
+            self.flush_block()?;
+            self.block_channels = channels;
+        }
+        if channels == 1 {
+            return self.push_mono(samples);
+        }
+        let mut rest = samples;
         while !rest.is_empty() {
-            let (dst, room) = match self.resampler {
+            let room = DOWNMIX_BLOCK * channels - self.block.len();
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.block.extend_from_slice(now);
+            rest = later;
+            if self.block.len() == DOWNMIX_BLOCK * channels {
+                self.flush_block()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Down-mixes the frames in `block` and passes them on.
+    fn flush_block(&mut self) -> Result<()> {
+        let ch = self.block_channels;
+        if self.block.is_empty() || ch == 0 {
+            return Ok(());
+        }
+        let mut mono = std::mem::take(&mut self.mono);
+        mono.clear();
+        let scale = 1.0 / ch as f32;
+        match ch {
+            2 => mono.extend(self.block.chunks_exact(2).map(|f| (f[0] + f[1]) * 0.5)),
+            _ => mono.extend(
+                self.block
+                    .chunks_exact(ch)
+                    .map(|f| f.iter().sum::<f32>() * scale),
+            ),
+        }
+        let n = mono.len();
+        let p_mix = f64::from(sum_of_squares(&mono));
+        let p_ch = f64::from(sum_of_squares(&self.block)) / ch as f64;
+        if p_ch > CANCEL_FLOOR * n as f64 && p_mix < CANCEL_RATIO * p_ch {
+            // the channels cancel: their difference (or the first channel)
+            mono.clear();
+            match ch {
+                2 => mono.extend(self.block.chunks_exact(2).map(|f| (f[0] - f[1]) * 0.5)),
+                _ => mono.extend(self.block.chunks_exact(ch).map(|f| f[0])),
+            }
+            self.cancelled_frames += n as u64;
+        }
+        self.block.clear();
+        let r = self.push_mono(&mono);
+        self.mono = mono;
+        r
+    }
+
+    /// Feeds mono samples to the resampler (or the output, at the target
+    /// rate).
+    fn push_mono(&mut self, mut rest: &[f32]) -> Result<()> {
+        while !rest.is_empty() {
+            match self.resampler {
+                None => {
+                    self.out.extend_from_slice(rest);
+                    return Ok(());
+                }
                 Some(_) => {
                     let room = self.chunk - self.pending.len();
-                    (&mut self.pending, room)
+                    let (now, later) = rest.split_at(room.min(rest.len()));
+                    self.pending.extend_from_slice(now);
+                    rest = later;
+                    if self.pending.len() == self.chunk {
+                        self.run_chunk(None)?;
+                        self.pending.clear();
+                    }
                 }
-                None => (&mut self.out, usize::MAX),
-            };
-            let n = (rest.len() / channels).min(room);
-            let (now, later) = rest.split_at(n * channels);
-            let start = dst.len();
-            match channels {
-                1 => dst.extend_from_slice(now),
-                2 => dst.extend(now.chunks_exact(2).map(|f| (f[0] + f[1]) * 0.5)),
-                _ => dst.extend(
-                    now.chunks_exact(channels)
-                        .map(|f| f.iter().sum::<f32>() * scale),
-                ),
-            }
-            if let Some(i) = dst[start..].iter().position(|&x| !usable(x)) {
-                let frame = first_frame + (done + i) as u64;
-                return Err(Error::new(
-                    Stage::Decode,
-                    ErrorKind::Corrupt(format!(
-                        "source frame {frame} is {}, not a finite number within ±{MAX_SAMPLE_MAGNITUDE} \
-                         (full scale is 1)",
-                        dst[start + i]
-                    )),
-                ));
-            }
-            rest = later;
-            done += n;
-            if self.resampler.is_some() && self.pending.len() == self.chunk {
-                self.run_chunk(None)?;
-                self.pending.clear();
             }
         }
         Ok(())
@@ -987,9 +1664,12 @@ impl MonoSink {
         Ok(())
     }
 
-    /// Flushes the resampler and returns exactly
-    /// `round(frames_in * target_rate / source_rate)` output samples.
-    fn finish(mut self) -> Result<Vec<f32>> {
+    /// Flushes the down-mix and the resampler; returns exactly
+    /// `round(frames_in * target_rate / source_rate)` output samples and the
+    /// seconds taken as the channel difference.
+    fn finish(mut self) -> Result<(Vec<f32>, f64)> {
+        self.flush_block()?;
+        let cancelled_s = self.cancelled_frames as f64 / f64::from(self.source_rate);
         let expected = expected_len(self.frames_in, self.source_rate, self.target_rate);
         let expected = usize::try_from(expected).map_err(|_| {
             Error::new(
@@ -1022,27 +1702,7 @@ impl MonoSink {
         if self.out.capacity() > self.out.len() + self.out.len() / 8 + 1024 {
             self.out.shrink_to_fit();
         }
-        Ok(self.out)
-    }
-
-    fn into_audio(self, channels: usize) -> Result<Audio> {
-        if self.frames_in == 0 {
-            return Err(Error::new(
-                Stage::Decode,
-                ErrorKind::Empty("the stream holds no audio frames".into()),
-            ));
-        }
-        let info = SourceInfo {
-            sample_rate: self.source_rate,
-            channels: u16::try_from(channels).unwrap_or(u16::MAX),
-            duration_s: self.frames_in as f64 / f64::from(self.source_rate),
-        };
-        let sample_rate = self.target_rate;
-        Ok(Audio {
-            samples: self.finish()?,
-            sample_rate,
-            source: info,
-        })
+        Ok((self.out, cancelled_s))
     }
 }
 

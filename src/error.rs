@@ -47,14 +47,22 @@ impl fmt::Display for Stage {
 }
 
 /// What went wrong.
+///
+/// New kinds may be added in later versions (`#[non_exhaustive]`): match
+/// with a wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// An operating-system I/O error.
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    /// The input is in a container or codec Refrain cannot decode.
-    #[error("unsupported format: {0} (supported: WAV, FLAC, MP3, Ogg Vorbis, Opus, AAC/M4A)")]
+    /// The input is in a container or codec Refrain cannot decode; the
+    /// message names it and what to convert it to.
+    #[error("unsupported format: {0}")]
     Unsupported(String),
+    /// Something asked for is not there (no index in a directory).
+    #[error("not found: {0}")]
+    NotFound(String),
     /// The input is damaged or is not what its name says.
     #[error("damaged or invalid data: {0}")]
     Corrupt(String),

@@ -77,6 +77,11 @@ pub fn parse_truth(text: &str) -> Vec<TruthRow> {
 }
 
 /// Reads a `truth.tsv` file.
+///
+/// # Errors
+///
+/// At [`Stage::Calibrate`], naming `path`: [`ErrorKind::Io`] when it cannot
+/// be read, [`ErrorKind::Corrupt`] when a line is not a truth row.
 pub fn read_truth(path: &Path) -> Result<Vec<TruthRow>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::at(path, Stage::Calibrate, ErrorKind::Io(e)))?;
@@ -103,6 +108,11 @@ pub fn rows_of(outcomes: &[Outcome]) -> Vec<ResultRow> {
 }
 
 /// Reads a results CSV with the audit report's header.
+///
+/// # Errors
+///
+/// At [`Stage::Calibrate`], naming `path`: [`ErrorKind::Io`] when it cannot
+/// be read, [`ErrorKind::Corrupt`] when it is not such a CSV.
 pub fn read_results(path: &Path) -> Result<Vec<ResultRow>> {
     let err = |m: String| Error::at(path, Stage::Calibrate, ErrorKind::Corrupt(m));
     let mut r = csv::Reader::from_path(path).map_err(|e| err(e.to_string()))?;

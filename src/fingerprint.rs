@@ -47,6 +47,22 @@ pub struct Fingerprint {
     pub landmarks_query: Vec<LandmarkPeak>,
 }
 
+/// Header flags, bits 0–9: the share of the source whose channels cancel
+/// ([`SourceInfo::cancelled_s`]), in thousandths of its duration, rounded up.
+const FLAG_CANCELLED_MASK: u32 = 0x3ff;
+
+fn encode_flags(source: &SourceInfo) -> u32 {
+    if !(source.cancelled_s > 0.0 && source.duration_s > 0.0) {
+        return 0;
+    }
+    let permille = (source.cancelled_s / source.duration_s * 1000.0).ceil();
+    permille.clamp(1.0, 1000.0) as u32
+}
+
+fn cancelled_s(flags: u32, duration_s: f64) -> f64 {
+    f64::from((flags & FLAG_CANCELLED_MASK).min(1000)) / 1000.0 * duration_s
+}
+
 /// Element types of sections.
 const F32: u8 = 1;
 const U8: u8 = 2;
@@ -69,7 +85,7 @@ impl Fingerprint {
         );
         b.extend_from_slice(MAGIC);
         b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        b.extend_from_slice(&0u32.to_le_bytes()); // flags
+        b.extend_from_slice(&encode_flags(&self.source).to_le_bytes());
         b.extend_from_slice(&self.params_hash.to_le_bytes());
         b.extend_from_slice(&self.source.duration_s.to_le_bytes());
         b.extend_from_slice(&self.source.sample_rate.to_le_bytes());
@@ -99,6 +115,12 @@ impl Fingerprint {
     /// Parses the v2 byte layout, refusing another version, other analysis
     /// parameters (`expected_params_hash`), a bad checksum or an inconsistent
     /// layout.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Corrupt`] for bytes that are not an intact fingerprint
+    /// file, [`ErrorKind::Version`] for another format version,
+    /// [`ErrorKind::Params`] for other analysis parameters.
     pub fn from_bytes(bytes: &[u8], expected_params_hash: u64) -> Result<Self, ErrorKind> {
         let corrupt = |m: &str| ErrorKind::Corrupt(format!("not a valid fingerprint file: {m}"));
         if bytes.len() < 8 || &bytes[..8] != MAGIC {
@@ -121,7 +143,7 @@ impl Fingerprint {
             return Err(corrupt("checksum mismatch (truncated or damaged)"));
         }
         let r = &mut Reader { b: body, pos: 12 };
-        let _flags = r.u32()?;
+        let flags = r.u32()?;
         let params_hash = r.u64()?;
         if params_hash != expected_params_hash {
             return Err(ErrorKind::Params {
@@ -163,6 +185,7 @@ impl Fingerprint {
                 sample_rate,
                 channels,
                 duration_s,
+                cancelled_s: cancelled_s(flags, duration_s),
             },
             tuning_cents,
             chroma,
@@ -182,17 +205,40 @@ impl Fingerprint {
     /// Writes the fingerprint to `path` atomically (a temporary file in the
     /// same directory, then a rename): an interrupted write never leaves a
     /// half-written file under `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] at [`Stage::WriteFingerprint`], naming `path`.
     pub fn write(&self, path: &Path) -> Result<()> {
         write_atomic(path, &self.to_bytes())
             .map_err(|e| Error::at(path, Stage::WriteFingerprint, e.into()))
     }
 
     /// Reads a fingerprint file made with `params`.
+    ///
+    /// # Errors
+    ///
+    /// At [`Stage::ReadFingerprint`], naming `path`: [`ErrorKind::Io`] when
+    /// it cannot be read, else those of [`Fingerprint::from_bytes`].
     pub fn read(path: &Path, params: &AnalysisParams) -> Result<Self> {
         let bytes =
             std::fs::read(path).map_err(|e| Error::at(path, Stage::ReadFingerprint, e.into()))?;
         Self::from_bytes(&bytes, params.hash())
             .map_err(|k| Error::at(path, Stage::ReadFingerprint, k))
+    }
+
+    /// Whether the file at `path` starts like a fingerprint file (false
+    /// when it cannot be read, or is not a regular file).
+    pub fn looks_like_file(path: &Path) -> bool {
+        use std::io::Read;
+        if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+            return false;
+        }
+        let mut head = [0u8; 8];
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok()
+            && Self::looks_like(&head)
     }
 
     /// Whether `bytes` start like a fingerprint file.
@@ -203,6 +249,11 @@ impl Fingerprint {
 
 /// Writes `bytes` to a temporary sibling of `path`, syncs it, and renames it
 /// over `path`.
+///
+/// # Errors
+///
+/// Any I/O error creating, writing, syncing or renaming the file (the
+/// temporary file is removed then).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
     let name = path

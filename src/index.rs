@@ -225,6 +225,12 @@ impl IndexBuilder {
     }
 
     /// Adds one item from its fingerprint.
+    ///
+    /// # Errors
+    ///
+    /// At [`Stage::WriteIndex`]: [`ErrorKind::Params`] for a fingerprint
+    /// made with other analysis parameters, [`ErrorKind::InvalidInput`] for
+    /// one made for queries only (no stored landmark peaks).
     pub fn add(&mut self, path: &str, content_hash: &str, fp: &Fingerprint) -> Result<()> {
         if fp.params_hash != self.params.hash() {
             return Err(Error::new(
@@ -326,10 +332,30 @@ impl Index {
     }
 
     /// Serves candidates from another engine (for example an external
-    /// vector database holding the same windows, ids in the same order).
+    /// vector database) holding the same windows with the same ids: fill it
+    /// from [`Index::window_vectors`], and check it with
+    /// [`crate::search::conformance::run`]. A window id it returns that the
+    /// index does not hold makes the audit fail with
+    /// [`ErrorKind::InvalidInput`].
+    ///
+    /// The built-in engine is dropped. [`Index::save`] still writes an index
+    /// that opens on its own: at 2,000 windows or more it rebuilds the HNSW
+    /// graph from the stored window vectors for the file.
     pub fn with_search(mut self, search: Box<dyn CandidateSearch>) -> Self {
         self.engine = Engine::External(search);
         self
+    }
+
+    /// The window vectors exactly as the built-in engines search them
+    /// (8-bit stored values, scaled back to unit length), flat: window `id`
+    /// is `[id * dim..(id + 1) * dim]` with `dim =
+    /// manifest.embedding_dim`, ids `0..window_item.len()` in
+    /// [`Index::window_item`] order. What an external engine must hold.
+    pub fn window_vectors(&self) -> Vec<f32> {
+        renormalize(
+            self.vectors_q.iter().map(|&q| q as f32 / 127.0).collect(),
+            self.manifest.embedding_dim,
+        )
     }
 
     /// Number of items.
@@ -354,6 +380,15 @@ impl Index {
 
     /// Saves as a new generation of `dir` and switches `CURRENT` to it
     /// atomically; older generations are removed afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] at [`Stage::WriteIndex`], naming `dir`, when a
+    /// file cannot be written; the live generation is then unchanged.
+    ///
+    /// After [`Index::with_search`], an index of 2,000 windows or more has
+    /// its HNSW graph rebuilt from the stored vectors for the file (as long
+    /// as building one takes).
     pub fn save(&mut self, dir: &Path) -> Result<()> {
         let w = |e: std::io::Error| index_err(dir, Stage::WriteIndex, e.into());
         std::fs::create_dir_all(dir).map_err(w)?;
@@ -388,8 +423,15 @@ impl Index {
             "vectors.bin".to_string(),
             write_sum(&gen.join("vectors.bin"), &v).map_err(w)?,
         );
-        if let Engine::Hnsw(h) = &self.engine {
-            h.save(&gen, SEARCH_BASENAME)?;
+        match &self.engine {
+            Engine::Hnsw(h) => h.save(&gen, SEARCH_BASENAME)?,
+            // an external engine serves this index in memory, but the saved
+            // index must open without it: the graph `open` will read
+            _ if self.window_item.len() >= EXACT_BELOW => {
+                HnswSearch::build(&self.window_vectors(), self.manifest.embedding_dim)
+                    .save(&gen, SEARCH_BASENAME)?
+            }
+            _ => {}
         }
         self.manifest.files = files;
         let json =
@@ -424,9 +466,10 @@ impl Index {
     /// # Errors
     ///
     /// At [`Stage::ReadIndex`], naming the directory (or the damaged file):
+    /// [`ErrorKind::NotFound`] when `dir` holds no index (or does not exist),
     /// [`ErrorKind::Version`] and [`ErrorKind::Params`] for an index made by
-    /// another version, [`ErrorKind::Corrupt`] when there is no index or any
-    /// checksum or structure does not match (the message says to rebuild),
+    /// another version, [`ErrorKind::Corrupt`] when any checksum or
+    /// structure does not match (the message says to rebuild),
     /// [`ErrorKind::Io`] when a file cannot be read.
     pub fn open(dir: &Path) -> Result<Index> {
         Self::open_live(dir).map_err(|mut e| {
@@ -445,9 +488,14 @@ impl Index {
         let current = match std::fs::read(dir.join("CURRENT")) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(r(ErrorKind::Corrupt(
-                    "no index here (no CURRENT file): build one with `refrain index`".into(),
-                )))
+                let what = if dir.is_dir() {
+                    "no index in this directory (no CURRENT file)"
+                } else {
+                    "no such directory"
+                };
+                return Err(r(ErrorKind::NotFound(format!(
+                    "{what}: build an index with `refrain index`"
+                ))));
             }
             Err(e) => return Err(r(e.into())),
         };
@@ -755,6 +803,10 @@ pub fn cache_dir(dir: &Path) -> PathBuf {
 }
 
 /// BLAKE3 of a file's bytes, hex.
+///
+/// # Errors
+///
+/// [`ErrorKind::Io`] at [`Stage::Open`], naming `path`.
 pub fn content_hash(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path).map_err(|e| Error::at(path, Stage::Open, e.into()))?;
     if !meta.is_file() {
@@ -887,8 +939,12 @@ mod tests {
         let e = open_err(dir.path());
         assert!(e.contains("CURRENT is damaged"), "{e}");
         let empty = tempfile::tempdir().unwrap();
-        let e = open_err(empty.path());
-        assert!(e.contains("no index here"), "{e}");
+        let e = Index::open(empty.path()).unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::NotFound(_)), "{e}");
+        assert!(e.to_string().contains("no index in this directory"), "{e}");
+        let e = Index::open(&empty.path().join("none")).unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::NotFound(_)), "{e}");
+        assert!(e.to_string().contains("no such directory"), "{e}");
     }
 
     #[test]

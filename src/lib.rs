@@ -11,6 +11,7 @@
 //! names the file and the stage.
 
 #![warn(missing_docs)]
+#![warn(clippy::missing_errors_doc)]
 
 pub mod align;
 pub mod analysis;

@@ -11,6 +11,9 @@ fn main() -> ExitCode {
     let args = cli::Args::parse();
     match cli::run(args) {
         Ok(code) => code,
+        // standard output closed early (`refrain demo | head -3`): the
+        // reader had what it wanted
+        Err(e) if cli::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("refrain: error: {e:#}");
             ExitCode::from(2)

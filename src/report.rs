@@ -53,6 +53,10 @@ fn f(x: f32) -> String {
 }
 
 /// Writes the CSV report.
+///
+/// # Errors
+///
+/// The writer's I/O errors, as `csv::Error`.
 pub fn write_csv<W: Write>(out: W, outcomes: &[Outcome]) -> csv::Result<()> {
     let mut w = csv::Writer::from_writer(out);
     w.write_record(CSV_HEADER)?;
@@ -95,6 +99,10 @@ pub struct JsonReport<'a> {
 }
 
 /// Writes the JSON report.
+///
+/// # Errors
+///
+/// The writer's I/O errors, as `serde_json::Error`.
 pub fn write_json<W: Write>(
     out: W,
     index: &str,

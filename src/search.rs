@@ -620,6 +620,10 @@ impl HnswSearch {
     ///
     /// `basename` must be a plain file name (no path separators); `dir` must
     /// exist.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] at [`Stage::WriteIndex`], naming the file.
     pub fn save(&self, dir: &Path, basename: &str) -> Result<()> {
         let path = Self::file_path(dir, basename);
         let err = |kind: ErrorKind| Error::at(&path, Stage::WriteIndex, kind);
@@ -669,6 +673,11 @@ impl HnswSearch {
     /// Refuses (with an error, never a panic) a file that is missing,
     /// damaged, of another format version, or that holds another dimension
     /// than `dim` or another vector count than `expected_len`.
+    ///
+    /// # Errors
+    ///
+    /// At [`Stage::ReadIndex`], naming the file: [`ErrorKind::Io`] when it
+    /// cannot be read, else those of [`HnswSearch::from_bytes`].
     pub fn load(dir: &Path, basename: &str, dim: usize, expected_len: usize) -> Result<Self> {
         let path = Self::file_path(dir, basename);
         let err = |kind: ErrorKind| Error::at(&path, Stage::ReadIndex, kind);
@@ -915,6 +924,272 @@ impl<'a> Reader<'a> {
             offsets,
             links,
         })
+    }
+}
+
+/// A test suite that any [`CandidateSearch`] implementation can run: an
+/// external engine passes it when it answers as the index expects (ids in
+/// range, nearest first, cosine distances, every stored vector found, the
+/// same answers from many threads).
+///
+/// ```
+/// use refrain::search::{conformance, ExactSearch};
+/// let dim = 16;
+/// let vectors = conformance::vectors(500, dim, 7);
+/// let engine = ExactSearch::new(vectors.clone(), dim);
+/// let report = conformance::run(&engine, &vectors, dim).unwrap();
+/// assert_eq!(report.recall_at_10, 1.0);
+/// ```
+///
+/// To fill an external engine with an index's own windows, see
+/// [`crate::index::Index::window_vectors`].
+pub mod conformance {
+    use super::{cosine_distance, CandidateSearch};
+
+    /// `n` unit vectors of `dim` values, flat (vector `i` is
+    /// `[i * dim..(i + 1) * dim]`), in loose clusters as window embeddings
+    /// are, from `seed`: load them into the engine under test, in order.
+    pub fn vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let centres: Vec<f32> = (0..dim * n.div_ceil(20).max(1)).map(|_| next()).collect();
+        let mut v = Vec::with_capacity(n * dim);
+        for i in 0..n {
+            let c = &centres[(i % (centres.len() / dim)) * dim..][..dim];
+            let start = v.len();
+            v.extend(c.iter().map(|&c| c + 0.35 * next()));
+            crate::embed::normalize(&mut v[start..]);
+        }
+        v
+    }
+
+    /// How well an engine that passed found the nearest vectors.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct Conformance {
+        /// Stored vectors used as queries.
+        pub queries: usize,
+        /// Share of the exact 10 nearest (ties included) that the engine
+        /// returned, over those queries: 1 for an exact engine.
+        pub recall_at_10: f64,
+    }
+
+    /// The least recall [`run`] accepts: an engine under it does not find
+    /// what the audit needs (the built-in HNSW graph gives 0.84 on an index
+    /// of 2,233 windows, over 0.9 on [`vectors`]).
+    pub const MIN_RECALL: f64 = 0.7;
+
+    /// What an engine did wrong: one line per failed check.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Failures(pub Vec<String>);
+
+    impl std::fmt::Display for Failures {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{} conformance check(s) failed:", self.0.len())?;
+            for m in &self.0 {
+                write!(f, "\n  - {m}")?;
+            }
+            Ok(())
+        }
+    }
+
+    impl std::error::Error for Failures {}
+
+    /// Checks `engine`, which must hold exactly `vectors` (`dim` values
+    /// each, ids in order): its length and dimension; for stored vectors
+    /// used as queries, at most `k` hits, ids in `0..len` without
+    /// duplicates, finite distances in `[0, 2]` that are `1 − dot`
+    /// (±1e-3), nearest first, the vector itself first, and a recall of
+    /// the exact 10 nearest of at least [`MIN_RECALL`]; `k = 0`, `k > len`, a query of
+    /// another dimension (no hits) and a NaN query (no panic, valid ids);
+    /// and the same answers from four threads at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Failures`], listing every check that failed (at most a few per
+    /// kind).
+    pub fn run(
+        engine: &dyn CandidateSearch,
+        vectors: &[f32],
+        dim: usize,
+    ) -> Result<Conformance, Failures> {
+        let mut fails: Vec<String> = Vec::new();
+        let mut fail = |m: String| {
+            if fails.len() < 20 {
+                fails.push(m);
+            }
+        };
+        if dim == 0 || !vectors.len().is_multiple_of(dim) {
+            return Err(Failures(vec![format!(
+                "the suite was given {} values, not a whole number of {dim}-value vectors",
+                vectors.len()
+            )]));
+        }
+        let n = vectors.len() / dim;
+        if engine.len() != n {
+            fail(format!(
+                "len() is {}, but {n} vectors were loaded",
+                engine.len()
+            ));
+        }
+        if engine.is_empty() != (n == 0) {
+            fail(format!(
+                "is_empty() is {} with {n} vectors",
+                engine.is_empty()
+            ));
+        }
+        if engine.dim() != dim {
+            fail(format!("dim() is {}, not {dim}", engine.dim()));
+        }
+        let v = |i: usize| &vectors[i * dim..(i + 1) * dim];
+        let step = (n / 200).max(1);
+        let queries: Vec<usize> = (0..n).step_by(step).collect();
+        let k = 10usize;
+        let mut recall = (0usize, 0usize);
+        let mut answers = Vec::with_capacity(queries.len());
+        for &q in &queries {
+            let hits = engine.search(v(q), k);
+            check_hits(&hits, k.min(n), n, &mut fail, &format!("query {q}"));
+            for &(id, d) in &hits {
+                if (id as usize) < n {
+                    let want = cosine_distance(v(q), v(id as usize));
+                    if (d - want).abs() > 1e-3 {
+                        fail(format!(
+                            "query {q}: id {id} at distance {d}, but 1 - dot is {want}"
+                        ));
+                    }
+                }
+            }
+            match hits.first() {
+                Some(&(id, d)) if id as usize == q || d <= 1e-4 => {}
+                other => fail(format!(
+                    "query {q}: a stored vector is not its own nearest hit ({other:?})"
+                )),
+            }
+            let mut exact: Vec<(f32, usize)> =
+                (0..n).map(|i| (cosine_distance(v(q), v(i)), i)).collect();
+            exact.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let cut = exact.get(k.min(n).saturating_sub(1)).map_or(0.0, |e| e.0) + 1e-6;
+            let true_near: Vec<usize> = exact
+                .iter()
+                .take_while(|e| e.0 <= cut)
+                .map(|e| e.1)
+                .collect();
+            recall.1 += k.min(n);
+            recall.0 += hits
+                .iter()
+                .filter(|(id, _)| true_near.contains(&(*id as usize)))
+                .count();
+            answers.push(hits);
+        }
+        let recall_at_10 = if recall.1 == 0 {
+            1.0
+        } else {
+            recall.0 as f64 / recall.1 as f64
+        };
+        if recall_at_10 < MIN_RECALL {
+            fail(format!(
+                "recall of the exact {k} nearest is {}/{}, under {MIN_RECALL}",
+                recall.0, recall.1
+            ));
+        }
+        if n > 0 {
+            if !engine.search(v(0), 0).is_empty() {
+                fail("k = 0 gave hits".into());
+            }
+            let all = engine.search(v(0), n + 5);
+            check_hits(&all, n, n, &mut fail, "k > len");
+            let long: Vec<f32> = v(0).iter().chain([0.0f32].iter()).copied().collect();
+            if !engine.search(&long, k).is_empty() {
+                fail(format!(
+                    "a query of {} values (not {dim}) gave hits",
+                    dim + 1
+                ));
+            }
+            if !engine.search(&v(0)[..dim - 1], k).is_empty() {
+                fail(format!(
+                    "a query of {} values (not {dim}) gave hits",
+                    dim - 1
+                ));
+            }
+            let nan = vec![f32::NAN; dim];
+            for (id, _) in engine.search(&nan, k) {
+                if id as usize >= n {
+                    fail(format!("a NaN query gave id {id}, beyond {n}"));
+                }
+            }
+        }
+        // many threads at once: the same answers
+        let again: Vec<Vec<Vec<(u32, f32)>>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        queries
+                            .iter()
+                            .map(|&q| engine.search(v(q), k))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        for (t, a) in again.iter().enumerate() {
+            if a != &answers {
+                fail(format!("thread {t} got other answers than a single thread"));
+            }
+        }
+        if fails.is_empty() {
+            Ok(Conformance {
+                queries: queries.len(),
+                recall_at_10,
+            })
+        } else {
+            Err(Failures(fails))
+        }
+    }
+
+    /// Checks one answer: at most `want` hits (exactly `want` when that is
+    /// fewer than the `n` stored), valid, distinct, nearest first.
+    fn check_hits(
+        hits: &[(u32, f32)],
+        want: usize,
+        n: usize,
+        fail: &mut impl FnMut(String),
+        what: &str,
+    ) {
+        if hits.len() > want {
+            fail(format!("{what}: {} hits, more than {want}", hits.len()));
+        }
+        if hits.len() < want && want < n {
+            fail(format!(
+                "{what}: {} hits, fewer than {want} with {n} stored",
+                hits.len()
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, &(id, d)) in hits.iter().enumerate() {
+            if id as usize >= n {
+                fail(format!("{what}: id {id} is beyond the {n} stored vectors"));
+            }
+            if !seen.insert(id) {
+                fail(format!("{what}: id {id} twice"));
+            }
+            if !(d.is_finite() && (0.0..=2.0).contains(&d)) {
+                fail(format!("{what}: distance {d} of id {id} is outside [0, 2]"));
+            }
+            if i > 0 && hits[i - 1].1 > d {
+                fail(format!(
+                    "{what}: hits are not nearest first ({} before {d})",
+                    hits[i - 1].1
+                ));
+            }
+        }
     }
 }
 
@@ -1341,5 +1616,45 @@ mod tests {
                 t.elapsed().as_secs_f64() / n as f64 * 1e6
             );
         });
+    }
+
+    #[test]
+    fn both_engines_pass_the_conformance_suite_and_broken_ones_do_not() {
+        let dim = 24;
+        let v = conformance::vectors(3_000, dim, 11);
+        let exact = conformance::run(&ExactSearch::new(v.clone(), dim), &v, dim).unwrap();
+        assert_eq!(exact.recall_at_10, 1.0);
+        let hnsw = conformance::run(&HnswSearch::build(&v, dim), &v, dim).unwrap();
+        assert!(hnsw.recall_at_10 > 0.9, "{hnsw:?}");
+        let small = conformance::vectors(7, dim, 3);
+        conformance::run(&ExactSearch::new(small.clone(), dim), &small, dim).unwrap();
+        conformance::run(&HnswSearch::build(&small, dim), &small, dim).unwrap();
+
+        /// An engine that answers farthest first and one id too far.
+        struct Broken(ExactSearch);
+        impl CandidateSearch for Broken {
+            fn search(&self, q: &[f32], k: usize) -> Vec<(u32, f32)> {
+                let mut h = self.0.search(q, k);
+                h.reverse();
+                if let Some(x) = h.last_mut() {
+                    x.0 = self.0.len() as u32;
+                }
+                h
+            }
+            fn len(&self) -> usize {
+                self.0.len()
+            }
+            fn dim(&self) -> usize {
+                self.0.dim()
+            }
+        }
+        let e = conformance::run(&Broken(ExactSearch::new(v.clone(), dim)), &v, dim).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("nearest first"), "{text}");
+        assert!(text.contains("beyond the 3000 stored"), "{text}");
+        // an engine loaded with other vectors
+        let other = conformance::vectors(3_000, dim, 12);
+        let e = conformance::run(&ExactSearch::new(other, dim), &v, dim).unwrap_err();
+        assert!(e.to_string().contains("1 - dot"), "{e}");
     }
 }

@@ -3,9 +3,10 @@
 //! [`StreamConfig::every_s`] seconds of new audio, so a generator can stop a
 //! copy early instead of finishing the clip first.
 //!
-//! The stream holds only its state (the rolling window, down-mixed to mono at
-//! the source rate); the [`Auditor`] is passed to each call, so one auditor
-//! serves any number of streams, from any number of threads.
+//! The stream holds only its state (the rolling window of interleaved frames
+//! at the source rate, down-mixed when checked exactly as a file is, channels
+//! that cancel included); the [`Auditor`] is passed to each call, so one
+//! auditor serves any number of streams, from any number of threads.
 //!
 //! Coverage: every check looks at the window ending at a multiple of
 //! `every_s`, so with `every_s ≤ window_s` every second of the stream is inside
@@ -63,7 +64,7 @@ pub struct StreamChecker {
     channels: u16,
     window: usize,
     every: usize,
-    /// Mono samples; `buf[0]` is stream frame `buf_start`.
+    /// Interleaved frames; `buf[..channels]` is stream frame `buf_start`.
     buf: Vec<f32>,
     buf_start: u64,
     /// Frames received so far.
@@ -160,7 +161,7 @@ impl StreamChecker {
         }
         let mut last: Option<StreamCheck> = None;
         for frame in chunk.chunks_exact(ch) {
-            self.buf.push(frame.iter().sum::<f32>() / ch as f32);
+            self.buf.extend_from_slice(frame);
             self.total += 1;
             let flagged = last.as_ref().is_some_and(StreamCheck::flagged);
             // after a flag, the rest of the chunk is only buffered
@@ -187,9 +188,11 @@ impl StreamChecker {
     /// Checks the window ending at the current frame.
     fn check_now(&mut self, auditor: &Auditor<'_>) -> Result<StreamCheck> {
         let start = self.total.saturating_sub(self.window as u64);
-        let from = (start - self.buf_start) as usize;
+        let ch = usize::from(self.channels);
+        let from = (start - self.buf_start) as usize * ch;
         let rate = f64::from(self.sample_rate);
-        let mut report = auditor.check_samples(&self.buf[from..], self.sample_rate, 1)?;
+        let mut report =
+            auditor.check_samples(&self.buf[from..], self.sample_rate, self.channels)?;
         let offset = start as f64 / rate;
         for c in &mut report.candidates {
             c.query_start_s += offset as f32;
@@ -198,9 +201,10 @@ impl StreamChecker {
         self.checked_to = self.total;
         // keep at most one window (dropping in blocks of a window, so the
         // copy is amortised)
-        if self.buf.len() >= 2 * self.window {
-            let drop = self.buf.len() - self.window;
-            self.buf.drain(..drop);
+        let frames = self.buf.len() / ch;
+        if frames >= 2 * self.window {
+            let drop = frames - self.window;
+            self.buf.drain(..drop * ch);
             self.buf_start += drop as u64;
         }
         let check = StreamCheck {
@@ -299,6 +303,30 @@ mod tests {
         // where it sits in the song: stream time 12 s is song time 8 s
         let located = best.match_start_s - (best.query_start_s - 12.0);
         assert!((located - 8.0).abs() <= 1.5, "{best:?}");
+    }
+
+    #[test]
+    fn a_stream_whose_channels_cancel_is_checked_as_their_difference() {
+        let index = index();
+        let auditor = Auditor::new(&index);
+        let sec = RATE as usize;
+        // song 4 with the right channel inverted (`sox remix 1 1i`)
+        let x: Vec<f32> = song(4, RATE)[5 * sec..17 * sec]
+            .iter()
+            .flat_map(|&v| [v, -v])
+            .collect();
+        let mut s = StreamChecker::new(RATE, 2, StreamConfig::default()).unwrap();
+        push_in_chunks(&mut s, &auditor, &x, 2 * 4_000);
+        let flag = s.first_flag().expect("the copy is flagged");
+        assert_eq!(flag.report.best().unwrap().item, 3);
+        assert!(
+            flag.report
+                .notes
+                .iter()
+                .any(|n| n.contains("channels cancel")),
+            "{:?}",
+            flag.report.notes
+        );
     }
 
     #[test]

@@ -463,6 +463,7 @@ pub fn random_fingerprint(seed: u64, windows: usize) -> crate::fingerprint::Fing
             sample_rate: 44_100,
             channels: 2,
             duration_s: frames as f64 / p.chroma_rate(),
+            cancelled_s: 0.0,
         },
         tuning_cents: 3.0,
         chroma,

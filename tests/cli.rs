@@ -442,12 +442,23 @@ impl Server {
 
     /// One HTTP/1.1 request; returns the status and the body.
     fn request(&self, method: &str, target: &str, body: &[u8]) -> (u16, String) {
+        self.request_with(method, target, "", body)
+    }
+
+    /// One HTTP/1.1 request with extra header lines (each ending in CRLF).
+    fn request_with(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &str,
+        body: &[u8],
+    ) -> (u16, String) {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
             .unwrap();
         let head = format!(
-            "{method} {target} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {target} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n",
             self.addr,
             body.len()
         );
@@ -518,7 +529,7 @@ fn serve_answers_checks_over_http_and_stops_on_sigterm() {
     write_songs(&train, 1..=4, rate);
     let index = dir.path().join("index");
     build_index(&train, &index);
-    let server = Server::start(&index, &["--max-body-mb", "3", "--workers", "2"]);
+    let server = Server::start(&index, &["--max-bytes", "3M", "--workers", "2"]);
 
     let (status, health) = server.json("GET", "/healthz", b"");
     assert_eq!(status, 200);
@@ -573,12 +584,12 @@ fn serve_answers_checks_over_http_and_stops_on_sigterm() {
             "unsupported format",
         ),
         (
-            "/v1/check?sample_rate=22050",
+            "/v1/check?sample_rate=22050&channels=1",
             b"abc".to_vec(),
             400,
             "whole number",
         ),
-        ("/v1/check?sample_rate=22050", nan, 400, "NaN"),
+        ("/v1/check?sample_rate=22050&channels=1", nan, 400, "NaN"),
         ("/v1/check?sample_rate=fast", vec![0; 8], 400, "sample_rate"),
         ("/v1/check?sample_rate=5", vec![0; 8], 400, "outside"),
     ] {
@@ -624,6 +635,129 @@ fn serve_answers_checks_over_http_and_stops_on_sigterm() {
 }
 
 #[test]
+fn serve_errors_are_json_with_a_hint_and_a_token_file_locks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train");
+    let rate = 22_050u32;
+    write_songs(&train, 1..=3, rate);
+    let index = dir.path().join("index");
+    build_index(&train, &index);
+    let token = "s3cret-token-0123456789abcdef";
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let server = Server::start(
+        &index,
+        &[
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--max-duration",
+            "10s",
+            "--max-bytes",
+            "2M",
+        ],
+    );
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let json = |status_body: (u16, String)| -> (u16, serde_json::Value) {
+        let (status, b) = status_body;
+        let v: serde_json::Value =
+            serde_json::from_str(&b).unwrap_or_else(|e| panic!("{status}: {e}: {b}"));
+        (status, v)
+    };
+    // health needs no token; everything else does
+    assert_eq!(server.request("GET", "/healthz", b"").0, 200);
+    let r = &piece(2, 16, rate)[4 * rate as usize..12 * rate as usize];
+    let wav = synth::wav_bytes(r, rate);
+    for headers in [
+        "",
+        "Authorization: Bearer wrong-token-0123456789\r\n",
+        "Authorization: Basic abc\r\n",
+    ] {
+        let (status, v) = json(server.request_with("POST", "/v1/check", headers, &wav));
+        assert_eq!(status, 401, "{v}");
+        assert!(
+            v["error"].is_string() && v["hint"].as_str().unwrap().contains("Bearer"),
+            "{v}"
+        );
+    }
+    let (status, _) = json(server.request("GET", "/metrics", b""));
+    assert_eq!(status, 401);
+    let (status, v) = json(server.request_with("POST", "/v1/check", &auth, &wav));
+    assert_eq!((status, v["verdict"].as_str()), (200, Some("flag")), "{v}");
+    // every error is {"error", "hint"}, 404 and 405 included
+    let stereo: Vec<u8> = r
+        .iter()
+        .flat_map(|&s| [s, s])
+        .flat_map(f32::to_le_bytes)
+        .collect();
+    for (method, target, body, want, says) in [
+        (
+            "POST",
+            "/v1/check?sample_rate=22050",
+            stereo.clone(),
+            400,
+            "channels",
+        ),
+        (
+            "POST",
+            "/v1/check?sample_rate=0&channels=2",
+            stereo.clone(),
+            400,
+            "sample_rate=0",
+        ),
+        (
+            "POST",
+            "/v1/check?sample_rate=22050&channels=0",
+            stereo.clone(),
+            400,
+            "channels=0",
+        ),
+        (
+            "POST",
+            "/v1/check?sample_rate=8000&channels=1",
+            stereo.clone(),
+            413,
+            "limit of 10 s",
+        ),
+        ("POST", "/v1/check", vec![0; 3 << 20], 413, "length limit"),
+        ("GET", "/nowhere", vec![], 404, "no route /nowhere"),
+        ("GET", "/v1/check", vec![], 405, "GET is not allowed"),
+        ("DELETE", "/healthz", vec![], 405, "DELETE is not allowed"),
+    ] {
+        let (status, v) = json(server.request_with(method, target, &auth, &body));
+        assert_eq!(status, want, "{method} {target}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains(says),
+            "{method} {target}: {v}"
+        );
+        assert!(!v["hint"].as_str().unwrap().is_empty(), "{v}");
+    }
+    // the same stereo with its channels named is the copy it is
+    let (status, v) = json(server.request_with(
+        "POST",
+        "/v1/check?sample_rate=22050&channels=2",
+        &auth,
+        &stereo,
+    ));
+    assert_eq!((status, v["verdict"].as_str()), (200, Some("flag")), "{v}");
+    server.stop();
+    // a token too short to be one is refused at start
+    std::fs::write(&token_file, "abc").unwrap();
+    let o = refrain(&[
+        "serve",
+        "--index",
+        index.to_str().unwrap(),
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("at least 16"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
 fn serve_times_out_slow_checks_and_refuses_a_missing_index() {
     let dir = tempfile::tempdir().unwrap();
     let o = refrain(&[
@@ -635,7 +769,7 @@ fn serve_times_out_slow_checks_and_refuses_a_missing_index() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        text(&o.stderr).contains("no index here"),
+        text(&o.stderr).contains("not found: no such directory"),
         "{}",
         text(&o.stderr)
     );
@@ -652,4 +786,190 @@ fn serve_times_out_slow_checks_and_refuses_a_missing_index() {
     assert!(status == 504 || status == 503, "{status} {v}");
     assert!(v["error"].as_str().unwrap().contains("deadline"), "{v}");
     server.stop();
+}
+
+#[test]
+fn demo_piped_into_head_exits_zero() {
+    // `refrain demo | true`: the reader is gone before the report is written
+    let mut child = Command::new(env!("CARGO_BIN_EXE_refrain"))
+        .arg("demo")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{:?}: {}", o.status, text(&o.stderr));
+    // and inspect, whose output is all on stdout
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("a.wav");
+    write_wav(&f, &piece(1, 4, 22_050), 22_050);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_refrain"))
+        .args(["inspect", f.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn folders_say_what_they_skipped_and_nothing_to_audit_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train");
+    write_songs(&train, 1..=3, 22_050);
+    for name in ["cover.jpg", "notes.txt", "song.xyz", "more.xyz", "README"] {
+        std::fs::write(train.join(name), b"x").unwrap();
+    }
+    let index = dir.path().join("index");
+    let err = build_index(&train, &index);
+    assert!(
+        err.contains("skipped 5 files: unrecognised extension .xyz (2), .jpg (1), .txt (1); no extension (1)"),
+        "{err}"
+    );
+    // a folder with nothing to audit: an error, not an empty success
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("clip.xyz"), b"x").unwrap();
+    for cmd in [
+        vec![
+            "audit",
+            "--index",
+            index.to_str().unwrap(),
+            empty.to_str().unwrap(),
+        ],
+        vec![
+            "fingerprint",
+            empty.to_str().unwrap(),
+            "--out",
+            dir.path().join("fp").to_str().unwrap(),
+        ],
+        vec![
+            "index",
+            empty.to_str().unwrap(),
+            "--out",
+            dir.path().join("i2").to_str().unwrap(),
+        ],
+    ] {
+        let o = refrain(&cmd);
+        assert_eq!(o.status.code(), Some(2), "{cmd:?}");
+        let e = text(&o.stderr);
+        assert!(
+            e.contains("skipped 1 file: unrecognised extension .xyz (1)"),
+            "{e}"
+        );
+        assert!(e.contains("nothing to"), "{e}");
+    }
+}
+
+#[test]
+fn fingerprint_files_are_indexed_and_audited_like_audio() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train");
+    write_songs(&train, 1..=3, 22_050);
+    let fps = dir.path().join("fps");
+    let o = refrain(&[
+        "fingerprint",
+        train.to_str().unwrap(),
+        "--out",
+        fps.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let index = dir.path().join("index");
+    let err = build_index(&fps, &index);
+    assert!(err.contains("indexed 3 new item(s)"), "{err}");
+    // a clip as audio and as its fingerprint: the same verdict
+    let clips = dir.path().join("clips");
+    std::fs::create_dir_all(&clips).unwrap();
+    let r = 22_050usize;
+    write_wav(
+        &clips.join("copy.wav"),
+        &piece(2, 16, 22_050)[5 * r..17 * r],
+        r as u32,
+    );
+    let cfp = dir.path().join("cfp");
+    assert!(refrain(&[
+        "fingerprint",
+        clips.to_str().unwrap(),
+        "--out",
+        cfp.to_str().unwrap()
+    ])
+    .status
+    .success());
+    let o = refrain(&[
+        "audit",
+        "--index",
+        index.to_str().unwrap(),
+        clips.to_str().unwrap(),
+        cfp.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for row in rows {
+        assert!(
+            row.contains(",flag,") && row.contains("song2.wav.rfp"),
+            "{row}"
+        );
+    }
+}
+
+#[test]
+fn channels_that_cancel_are_warned_about_by_index_inspect_and_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train");
+    write_songs(&train, 1..=2, 22_050);
+    let x = piece(3, 16, 22_050);
+    let inverted: Vec<f32> = x.iter().flat_map(|&v| [v, -v]).collect();
+    std::fs::write(
+        train.join("song3.wav"),
+        synth::float_wav_bytes(&inverted, 22_050, 2),
+    )
+    .unwrap();
+    let index = dir.path().join("index");
+    let err = build_index(&train, &index);
+    assert!(
+        err.contains("song3.wav: the channels cancel when averaged"),
+        "{err}"
+    );
+    let o = refrain(&["inspect", train.join("song3.wav").to_str().unwrap()]);
+    assert!(o.status.success());
+    assert!(text(&o.stdout).contains("except"), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stdout).contains("where they cancel, taken as the left-right difference"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert!(text(&o.stderr).contains("warning"), "{}", text(&o.stderr));
+    // a copy of it (plain mono) is found; a cancelling query is noted
+    let clips = dir.path().join("clips");
+    std::fs::create_dir_all(&clips).unwrap();
+    let r = 22_050usize;
+    write_wav(&clips.join("copy.wav"), &x[4 * r..16 * r], r as u32);
+    std::fs::write(
+        clips.join("inv.wav"),
+        synth::float_wav_bytes(&inverted[8 * r..24 * r], 22_050, 2),
+    )
+    .unwrap();
+    let o = refrain(&[
+        "audit",
+        "--index",
+        index.to_str().unwrap(),
+        clips.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.lines()
+            .filter(|l| l.contains(",flag,") && l.contains("song3.wav"))
+            .count()
+            == 2,
+        "{out}"
+    );
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("note: ") && err.contains("inv.wav: the channels cancel"),
+        "{err}"
+    );
 }

@@ -9,10 +9,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use numpy::{PyArrayDyn, PyArrayMethods};
-use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyType};
 use rayon::prelude::*;
 use refrain_lib::analysis::Analyzer;
 use refrain_lib::audit::{self, AuditConfig, Report};
@@ -20,22 +19,66 @@ use refrain_lib::index::{self, Thresholds};
 use refrain_lib::stream::{StreamCheck, StreamChecker, StreamConfig};
 use refrain_lib::{decode, AnalysisParams, ErrorKind};
 
-/// Maps a library error to the Python exception a caller expects: bad input
-/// is a `ValueError`, a missing file `FileNotFoundError`, other I/O
-/// `OSError`, and an index of another version or parameters `RuntimeError`.
-fn py_err(e: refrain_lib::Error) -> PyErr {
-    let msg = e.to_string();
-    match &e.kind {
-        ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
-            PyFileNotFoundError::new_err(msg)
+/// An exception of the class `name` from `refrain._errors` (every one a
+/// subclass of `refrain.RefrainError` and of the built-in exception a
+/// caller expects: `InvalidInputError` is a `ValueError`,
+/// `InvalidTypeError` a `TypeError`, ...).
+fn refrain_err(name: &str, msg: String) -> PyErr {
+    Python::attach(|py| {
+        let class = py
+            .import("refrain._errors")
+            .and_then(|m| m.getattr(name))
+            .and_then(|c| c.cast_into::<PyType>().map_err(PyErr::from));
+        match class {
+            Ok(c) => PyErr::from_type(c, msg),
+            Err(e) => e,
         }
-        ErrorKind::Io(_) => PyOSError::new_err(msg),
-        ErrorKind::InvalidInput(_)
-        | ErrorKind::Empty(_)
-        | ErrorKind::Limit(_)
-        | ErrorKind::Unsupported(_)
-        | ErrorKind::Corrupt(_) => PyValueError::new_err(msg),
-        ErrorKind::Version { .. } | ErrorKind::Params { .. } => PyRuntimeError::new_err(msg),
+    })
+}
+
+/// Bad input: `refrain.InvalidInputError`, a `ValueError`.
+fn value_err(msg: String) -> PyErr {
+    refrain_err("InvalidInputError", msg)
+}
+
+/// Input of the wrong type: `refrain.InvalidTypeError`, a `TypeError`.
+fn type_err(msg: String) -> PyErr {
+    refrain_err("InvalidTypeError", msg)
+}
+
+/// A call in the wrong state: `refrain.StateError`, a `RuntimeError`.
+fn state_err(msg: String) -> PyErr {
+    refrain_err("StateError", msg)
+}
+
+/// Maps a library error to the Python exception a caller expects: bad input
+/// is an `InvalidInputError` (a `ValueError`), a missing index or file a
+/// `NotFoundError` (a `FileNotFoundError`), other I/O a `RefrainOSError`
+/// (an `OSError`), and an index of another version or parameters an
+/// `IncompatibleError` (a `RuntimeError`); all are `RefrainError`s.
+fn py_err(e: refrain_lib::Error) -> PyErr {
+    py_err_with(e, "")
+}
+
+/// [`py_err`] with `prefix` before the message.
+fn py_err_with(e: refrain_lib::Error, prefix: &str) -> PyErr {
+    let msg = format!("{prefix}{e}");
+    let class = match &e.kind {
+        ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound => "NotFoundError",
+        ErrorKind::NotFound(_) => "NotFoundError",
+        ErrorKind::Io(_) => "RefrainOSError",
+        ErrorKind::Version { .. } | ErrorKind::Params { .. } => "IncompatibleError",
+        _ => "InvalidInputError",
+    };
+    refrain_err(class, msg)
+}
+
+/// An `f32` as the `f64` it prints as (0.3, not 0.30000001192092896).
+fn py_f32(v: f32) -> f64 {
+    if v.is_finite() {
+        v.to_string().parse().unwrap_or(f64::from(v))
+    } else {
+        f64::from(v)
     }
 }
 
@@ -46,13 +89,23 @@ struct Samples {
     channels: u16,
 }
 
-/// Most channels accepted; more is almost surely a `(channels, n)` array.
+/// Most channels accepted in `(n, channels)` arrays.
 const MAX_CHANNELS: usize = 64;
+/// Most channels accepted in channels-first `(channels, n)` arrays (as
+/// torchaudio gives them), when the time axis is also at least
+/// [`CHANNELS_FIRST_RATIO`] times longer.
+const MAX_CHANNELS_FIRST: usize = 8;
+const CHANNELS_FIRST_RATIO: usize = 16;
+/// Clips shorter than this cannot be analysed (a few spectral frames); they
+/// are refused before any work.
+const MIN_CLIP_S: f64 = 0.25;
 
 fn as_float_array<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyAny>> {
     let np = PyModule::import(obj.py(), "numpy")?;
+    // numpy.asarray takes lists, arrays and objects with __array__ (CPU
+    // tensors among them)
     let arr = np.call_method1("asarray", (obj,)).map_err(|e| {
-        PyTypeError::new_err(format!(
+        type_err(format!(
             "{what} must be a float array or a sequence of floats ({e})"
         ))
     })?;
@@ -61,62 +114,85 @@ fn as_float_array<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'p
     match (kind.as_str(), name.as_str()) {
         ("f", "float32") | ("f", "float64") => Ok(arr),
         ("f", _) => arr.call_method1("astype", ("float32",)),
-        _ => Err(PyTypeError::new_err(format!(
+        _ => Err(type_err(format!(
             "{what} must be float32 or float64 samples in [-1, 1], got dtype {name} \
              (for 16-bit PCM, divide by 32768.0)"
         ))),
     }
 }
 
-/// Copies an array's elements in logical (C) order as `f32`.
+/// Copies an array's elements as `f32` in logical (C) order, whatever its
+/// memory layout: C, Fortran, transposed or sliced views, negative strides.
+/// (Only a C-contiguous array is copied as one slice: the slice of a
+/// Fortran-ordered one is in memory order, which is not the samples' order.)
 fn copy_f32(arr: &Bound<'_, PyAny>) -> PyResult<Vec<f32>> {
     if let Ok(a) = arr.cast::<PyArrayDyn<f32>>() {
         let r = a.readonly();
-        return Ok(match r.as_slice() {
-            Ok(s) => s.to_vec(),
-            Err(_) => r.as_array().iter().copied().collect(),
-        });
+        if a.is_c_contiguous() {
+            if let Ok(s) = r.as_slice() {
+                return Ok(s.to_vec());
+            }
+        }
+        return Ok(r.as_array().iter().copied().collect());
     }
     if let Ok(a) = arr.cast::<PyArrayDyn<f64>>() {
         let r = a.readonly();
-        return Ok(match r.as_slice() {
-            Ok(s) => s.iter().map(|&x| x as f32).collect(),
-            Err(_) => r.as_array().iter().map(|&x| x as f32).collect(),
-        });
+        if a.is_c_contiguous() {
+            if let Ok(s) = r.as_slice() {
+                return Ok(s.iter().map(|&x| x as f32).collect());
+            }
+        }
+        return Ok(r.as_array().iter().map(|&x| x as f32).collect());
     }
-    Err(PyTypeError::new_err("samples must be float32 or float64"))
+    Err(type_err("samples must be float32 or float64".into()))
 }
 
-/// Samples of one clip: shape `(n,)` (mono) or `(n, channels)`.
+/// Which axis of a two-dimensional clip is time: `Some(false)` for
+/// `(n, channels)`, `Some(true)` for channels-first `(channels, n)`, `None`
+/// when the shape says neither plainly.
+fn channels_first(rows: usize, cols: usize) -> Option<bool> {
+    if (1..=MAX_CHANNELS).contains(&cols) && rows >= CHANNELS_FIRST_RATIO * cols {
+        Some(false)
+    } else if (1..=MAX_CHANNELS_FIRST).contains(&rows) && cols >= CHANNELS_FIRST_RATIO * rows {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+/// Samples of one clip: shape `(n,)` (mono), `(n, channels)`, or
+/// channels-first `(channels, n)` when the channel axis is plainly the
+/// short one (at most 8, and at least 16 times shorter than time).
 fn clip_samples(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Samples> {
-    let arr = as_float_array(obj, what)?;
+    let mut arr = as_float_array(obj, what)?;
     let shape: Vec<usize> = arr.getattr("shape")?.extract()?;
     let channels = match shape.as_slice() {
         [_] => 1,
-        [n, c] => {
-            if *c == 0 || *c > MAX_CHANNELS {
-                let hint = if *n <= MAX_CHANNELS {
-                    " (an array of shape (channels, n) must be transposed: pass x.T)"
-                } else {
-                    ""
-                };
-                return Err(PyValueError::new_err(format!(
-                    "{what} has shape ({n}, {c}): expected (n,) or (n, channels) with 1 to \
-                     {MAX_CHANNELS} channels{hint}"
-                )));
+        [r, c] => match channels_first(*r, *c) {
+            Some(false) => *c,
+            Some(true) => {
+                // the transposed view, copied in logical order: interleaved
+                arr = arr.getattr("T")?;
+                *r
             }
-            *c
-        }
+            None => {
+                return Err(value_err(format!(
+                    "{what} has shape ({r}, {c}): expected (n,), (n, channels) with 1 to \
+                     {MAX_CHANNELS} channels, or (channels, n) with 1 to {MAX_CHANNELS_FIRST}, \
+                     the time axis at least {CHANNELS_FIRST_RATIO} times longer"
+                )))
+            }
+        },
         s => {
-            return Err(PyValueError::new_err(format!(
-                "{what} has {} dimensions: expected shape (n,) or (n, channels)",
+            return Err(value_err(format!(
+                "{what} has {} dimensions: expected shape (n,), (n, channels) or (channels, n)",
                 s.len()
             )))
         }
     };
     let data = copy_f32(&arr)?;
     if data.is_empty() {
-        return Err(PyValueError::new_err(format!("{what} holds no samples")));
+        return Err(value_err(format!("{what} holds no samples")));
     }
     // NaN and infinities are refused by the library, with the GIL released
     Ok(Samples {
@@ -125,14 +201,62 @@ fn clip_samples(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Samples> {
     })
 }
 
-fn check_rate(sample_rate: i64) -> PyResult<u32> {
+impl Samples {
+    /// Frames per channel.
+    fn frames(&self) -> usize {
+        self.data.len() / usize::from(self.channels.max(1))
+    }
+
+    /// Refuses a clip too short to analyse, before any work.
+    fn check_length(&self, rate: u32, what: &str) -> PyResult<()> {
+        let secs = self.frames() as f64 / f64::from(rate);
+        if secs < MIN_CLIP_S {
+            return Err(value_err(format!(
+                "{what} holds {} frame(s), {secs:.4} s at {rate} Hz: too short to analyse \
+                 (at least {MIN_CLIP_S} s)",
+                self.frames()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A sample rate given as an int or an integral float (44100.0), checked.
+fn check_rate(sample_rate: &Bound<'_, PyAny>) -> PyResult<u32> {
     let lo = i64::from(decode::MIN_SAMPLE_RATE);
     let hi = i64::from(decode::MAX_SAMPLE_RATE);
-    if (lo..=hi).contains(&sample_rate) {
-        Ok(sample_rate as u32)
+    let rate: i64 = if sample_rate.is_instance_of::<PyBool>() {
+        return Err(type_err(
+            "sample_rate must be a number of Hz, got a bool".into(),
+        ));
+    } else if sample_rate.is_instance_of::<PyInt>() {
+        sample_rate.extract::<i64>().unwrap_or(i64::MAX)
+    } else if let Ok(f) = sample_rate.extract::<f64>() {
+        if !(f.is_finite() && f.fract() == 0.0) {
+            return Err(value_err(format!(
+                "sample_rate must be a whole number of Hz, got {f}"
+            )));
+        }
+        if f.abs() > 1e12 {
+            i64::MAX
+        } else {
+            f as i64
+        }
     } else {
-        Err(PyValueError::new_err(format!(
-            "sample_rate {sample_rate} Hz is outside {lo}..={hi} Hz"
+        let t = sample_rate
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "?".into());
+        return Err(type_err(format!(
+            "sample_rate must be a number of Hz, got {t}"
+        )));
+    };
+    if (lo..=hi).contains(&rate) {
+        Ok(rate as u32)
+    } else {
+        Err(value_err(format!(
+            "sample_rate {rate} Hz is outside {lo}..={hi} Hz"
         )))
     }
 }
@@ -167,9 +291,7 @@ impl Index {
         for (name, v) in [("audio", audio_threshold), ("melody", melody_threshold)] {
             if let Some(v) = v {
                 if !(0.0..=1.0).contains(&v) {
-                    return Err(PyValueError::new_err(format!(
-                        "{name}_threshold {v} is outside [0, 1]"
-                    )));
+                    return Err(value_err(format!("{name}_threshold {v} is outside [0, 1]")));
                 }
             }
         }
@@ -227,8 +349,8 @@ impl Index {
 
 fn thresholds_dict<'py>(py: Python<'py>, t: &Thresholds) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item("audio", t.audio)?;
-    d.set_item("melody", t.melody)?;
+    d.set_item("audio", py_f32(t.audio))?;
+    d.set_item("melody", py_f32(t.melody))?;
     d.set_item("method", &t.method)?;
     d.set_item("target_fpr", t.target_fpr)?;
     Ok(d)
@@ -261,14 +383,15 @@ impl IndexBuilder {
         py: Python<'_>,
         name: &str,
         samples: &Bound<'_, PyAny>,
-        sample_rate: i64,
+        sample_rate: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
         let rate = check_rate(sample_rate)?;
         let s = clip_samples(samples, "samples")?;
+        s.check_length(rate, "samples")?;
         let builder = self
             .inner
             .as_mut()
-            .ok_or_else(|| PyRuntimeError::new_err("this builder was already built"))?;
+            .ok_or_else(|| state_err("this builder was already built".into()))?;
         let mut h = blake3::Hasher::new();
         h.update(&rate.to_le_bytes());
         h.update(&s.channels.to_le_bytes());
@@ -296,6 +419,13 @@ impl IndexBuilder {
         self.inner.as_ref().map_or(0, |b| b.len())
     }
 
+    fn __repr__(&self) -> String {
+        match &self.inner {
+            Some(b) => format!("<refrain.IndexBuilder: {} item(s) added>", b.len()),
+            None => "<refrain.IndexBuilder: built>".into(),
+        }
+    }
+
     /// Builds the index; with `path`, also writes it there (as `refrain
     /// index --out path` would), so `Index.open(path)` reads it back.
     #[pyo3(signature = (path = None))]
@@ -303,10 +433,10 @@ impl IndexBuilder {
         let b = self
             .inner
             .take()
-            .ok_or_else(|| PyRuntimeError::new_err("this builder was already built"))?;
+            .ok_or_else(|| state_err("this builder was already built".into()))?;
         if b.is_empty() {
             self.inner = Some(b);
-            return Err(PyValueError::new_err("no item was added: nothing to build"));
+            return Err(value_err("no item was added: nothing to build".into()));
         }
         let ix = py
             .detach(|| {
@@ -349,57 +479,94 @@ impl Auditor {
         &self,
         py: Python<'_>,
         samples: &Bound<'_, PyAny>,
-        sample_rate: i64,
+        sample_rate: &Bound<'_, PyAny>,
     ) -> PyResult<Verdict> {
         let rate = check_rate(sample_rate)?;
         let s = clip_samples(samples, "samples")?;
+        s.check_length(rate, "samples")?;
         let (report, ms) = py.detach(|| self.check_one(&s, rate));
         Ok(Verdict::new(report.map_err(py_err)?, None, ms))
     }
 
     /// Audits many clips in parallel (all cores): a list of clips (each as
-    /// for `check`), or an array of shape `(batch, n)` (mono) or `(batch, n,
-    /// channels)`. Returns one `Verdict` per clip, in order.
+    /// for `check`), or an array of shape `(batch, n)` (mono), `(batch, n,
+    /// channels)` or `(batch, channels, n)`. Returns one item per clip, in
+    /// order: its `Verdict`, or, for a clip that could not be checked, the
+    /// exception `check` would have raised for it (a `RefrainError`,
+    /// naming the clip), so one bad clip does not cost the batch.
+    ///
+    /// A batch array whose clips are too short to analyse (an array of
+    /// shape `(n, 2)` is read as n clips of two samples) is refused whole,
+    /// before any work.
     fn check_batch(
         &self,
         py: Python<'_>,
         clips: &Bound<'_, PyAny>,
-        sample_rate: i64,
-    ) -> PyResult<Vec<Verdict>> {
+        sample_rate: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<Py<PyAny>>> {
         let rate = check_rate(sample_rate)?;
-        let items: Vec<Bound<'_, PyAny>> = if clips.is_instance_of::<PyList>()
-            || clips.is_instance_of::<pyo3::types::PyTuple>()
-        {
-            clips.try_iter()?.collect::<PyResult<_>>()?
-        } else {
-            let arr = as_float_array(clips, "clips")?;
-            let ndim: usize = arr.getattr("ndim")?.extract()?;
-            if !(2..=3).contains(&ndim) {
-                return Err(PyValueError::new_err(format!(
-                    "clips as an array must have shape (batch, n) or (batch, n, channels), got {ndim} dimension(s); pass a list for clips of different lengths"
-                )));
-            }
-            arr.try_iter()?.collect::<PyResult<_>>()?
-        };
-        let samples: Vec<Samples> = items
+        let items: Vec<Bound<'_, PyAny>> =
+            if clips.is_instance_of::<PyList>() || clips.is_instance_of::<pyo3::types::PyTuple>() {
+                clips.try_iter()?.collect::<PyResult<_>>()?
+            } else {
+                let arr = as_float_array(clips, "clips")?;
+                let shape: Vec<usize> = arr.getattr("shape")?.extract()?;
+                if !(2..=3).contains(&shape.len()) {
+                    return Err(value_err(format!(
+                        "clips as an array must have shape (batch, n), (batch, n, channels) or \
+                     (batch, channels, n), got {} dimension(s); pass a list for clips of \
+                     different lengths",
+                        shape.len()
+                    )));
+                }
+                let frames = match shape.as_slice() {
+                    [_, n] => *n,
+                    [_, r, c] => match channels_first(*r, *c) {
+                        Some(true) => *c,
+                        _ => *r,
+                    },
+                    _ => 0,
+                };
+                let secs = frames as f64 / f64::from(rate);
+                if secs < MIN_CLIP_S {
+                    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+                    return Err(value_err(format!(
+                        "clips of shape ({}) are {} clip(s) of {frames} frame(s), {secs:.4} s at \
+                     {rate} Hz: too short to analyse (at least {MIN_CLIP_S} s); for one clip \
+                     of shape (n, channels) call check(x) instead",
+                        dims.join(", "),
+                        shape[0]
+                    )));
+                }
+                arr.try_iter()?.collect::<PyResult<_>>()?
+            };
+        let samples: Vec<PyResult<Samples>> = items
             .iter()
             .enumerate()
-            .map(|(i, c)| clip_samples(c, &format!("clip {i}")))
-            .collect::<PyResult<_>>()?;
-        let reports: Vec<(refrain_lib::Result<Report>, f64)> = py.detach(|| {
+            .map(|(i, c)| {
+                let what = format!("clip {i}");
+                clip_samples(c, &what).and_then(|s| s.check_length(rate, &what).map(|()| s))
+            })
+            .collect();
+        let reports: Vec<Option<(refrain_lib::Result<Report>, f64)>> = py.detach(|| {
             samples
                 .par_iter()
-                .map(|s| self.check_one(s, rate))
+                .map(|s| s.as_ref().ok().map(|s| self.check_one(s, rate)))
                 .collect()
         });
-        reports
-            .into_iter()
-            .enumerate()
-            .map(|(i, (r, ms))| match r {
-                Ok(r) => Ok(Verdict::new(r, None, ms)),
-                Err(e) => Err(PyValueError::new_err(format!("clip {i}: {e}"))),
-            })
-            .collect()
+        let mut out = Vec::with_capacity(items.len());
+        for (i, (s, r)) in samples.into_iter().zip(reports).enumerate() {
+            let item: Py<PyAny> = match (s, r) {
+                (Err(e), _) => e.into_value(py).into_any(),
+                (Ok(_), Some((Ok(r), ms))) => Py::new(py, Verdict::new(r, None, ms))?.into_any(),
+                (Ok(_), Some((Err(e), _))) => py_err_with(e, &format!("clip {i}: "))
+                    .into_value(py)
+                    .into_any(),
+                (Ok(_), None) => unreachable!("every readable clip is checked"),
+            };
+            out.push(item);
+        }
+        Ok(out)
     }
 
     /// A stream checker for audio as it is generated: `push` chunks of
@@ -408,14 +575,14 @@ impl Auditor {
     #[pyo3(signature = (sample_rate, channels = 1, *, window_s = 10.0, every_s = 5.0))]
     fn stream(
         &self,
-        sample_rate: i64,
+        sample_rate: &Bound<'_, PyAny>,
         channels: usize,
         window_s: f64,
         every_s: f64,
     ) -> PyResult<Stream> {
         let rate = check_rate(sample_rate)?;
         if channels == 0 || channels > MAX_CHANNELS {
-            return Err(PyValueError::new_err(format!(
+            return Err(value_err(format!(
                 "channels {channels} is outside 1..={MAX_CHANNELS}"
             )));
         }
@@ -434,6 +601,20 @@ impl Auditor {
     fn thresholds<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let a = audit::Auditor::with_config(&self.index, self.config.clone());
         thresholds_dict(py, a.thresholds())
+    }
+
+    fn __repr__(&self) -> String {
+        let a = audit::Auditor::with_config(&self.index, self.config.clone());
+        let t = a.thresholds();
+        format!(
+            "<refrain.Auditor over {} items ({:.2} h), thresholds audio {:.3} melody {:.3} ({}), top_k {}>",
+            self.index.len(),
+            self.index.hours(),
+            t.audio,
+            t.melody,
+            t.method,
+            self.config.top_k
+        )
     }
 }
 
@@ -457,7 +638,7 @@ impl Stream {
     fn push(&mut self, py: Python<'_>, chunk: &Bound<'_, PyAny>) -> PyResult<Option<Verdict>> {
         let s = clip_samples(chunk, "chunk")?;
         if usize::from(s.channels) != self.channels {
-            return Err(PyValueError::new_err(format!(
+            return Err(value_err(format!(
                 "chunk has {} channel(s) but the stream was opened for {}: pass shape (n, {})",
                 s.channels, self.channels, self.channels
             )));
@@ -510,6 +691,19 @@ impl Stream {
     fn duration_s(&self) -> f64 {
         self.inner.duration_s()
     }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<refrain.Stream {} channel(s), {:.1} s pushed, {}>",
+            self.channels,
+            self.inner.duration_s(),
+            if self.inner.first_flag().is_some() {
+                "flagged"
+            } else {
+                "not flagged"
+            }
+        )
+    }
 }
 
 /// One candidate training item with its scores and evidence.
@@ -521,21 +715,21 @@ struct Candidate {
     /// The item's path as given at index time.
     path: String,
     /// Same recording, transformed: 0–1.
-    audio_score: f32,
+    audio_score: f64,
     /// Same melody or harmony, any timbre, key or tempo: 0–1.
-    melody_score: f32,
+    melody_score: f64,
     /// Matched range in the query (stream time for a stream), seconds.
-    query_start_s: f32,
+    query_start_s: f64,
     /// End of the matched range in the query, seconds.
-    query_end_s: f32,
+    query_end_s: f64,
     /// Matched range in the training item, seconds.
-    match_start_s: f32,
+    match_start_s: f64,
     /// End of the matched range in the training item, seconds.
-    match_end_s: f32,
+    match_end_s: f64,
     /// Query pitch minus match pitch, semitones.
-    transpose_semitones: f32,
+    transpose_semitones: f64,
     /// Query tempo / match tempo.
-    tempo_ratio: f32,
+    tempo_ratio: f64,
 }
 
 #[pymethods]
@@ -601,13 +795,13 @@ impl Verdict {
     }
     /// Best candidate's audio score (same recording), 0 without candidates.
     #[getter]
-    fn audio_score(&self) -> f32 {
-        self.best(|c| c.audio_score).unwrap_or(0.0)
+    fn audio_score(&self) -> f64 {
+        py_f32(self.best(|c| c.audio_score).unwrap_or(0.0))
     }
     /// Best candidate's melody score (same melody/harmony), 0 without candidates.
     #[getter]
-    fn melody_score(&self) -> f32 {
-        self.best(|c| c.melody_score).unwrap_or(0.0)
+    fn melody_score(&self) -> f64 {
+        py_f32(self.best(|c| c.melody_score).unwrap_or(0.0))
     }
     /// The best candidate's path (the training item matched).
     #[getter(r#match)]
@@ -622,43 +816,49 @@ impl Verdict {
     /// Start of the matched range in the clip, seconds (stream time for a
     /// stream).
     #[getter]
-    fn query_start_s(&self) -> Option<f32> {
-        self.best(|c| c.query_start_s)
+    fn query_start_s(&self) -> Option<f64> {
+        self.best(|c| py_f32(c.query_start_s))
     }
     /// End of the matched range in the clip, seconds.
     #[getter]
-    fn query_end_s(&self) -> Option<f32> {
-        self.best(|c| c.query_end_s)
+    fn query_end_s(&self) -> Option<f64> {
+        self.best(|c| py_f32(c.query_end_s))
     }
     /// Start of the matched range in the training item, seconds.
     #[getter]
-    fn match_start_s(&self) -> Option<f32> {
-        self.best(|c| c.match_start_s)
+    fn match_start_s(&self) -> Option<f64> {
+        self.best(|c| py_f32(c.match_start_s))
     }
     /// End of the matched range in the training item, seconds.
     #[getter]
-    fn match_end_s(&self) -> Option<f32> {
-        self.best(|c| c.match_end_s)
+    fn match_end_s(&self) -> Option<f64> {
+        self.best(|c| py_f32(c.match_end_s))
     }
     /// Clip pitch minus match pitch, semitones.
     #[getter]
-    fn transpose_semitones(&self) -> Option<f32> {
-        self.best(|c| c.transpose_semitones)
+    fn transpose_semitones(&self) -> Option<f64> {
+        self.best(|c| py_f32(c.transpose_semitones))
     }
     /// Clip tempo / match tempo.
     #[getter]
-    fn tempo_ratio(&self) -> Option<f32> {
-        self.best(|c| c.tempo_ratio)
+    fn tempo_ratio(&self) -> Option<f64> {
+        self.best(|c| py_f32(c.tempo_ratio))
     }
     /// Threshold on `audio_score`.
     #[getter]
-    fn audio_threshold(&self) -> f32 {
-        self.report.thresholds.audio
+    fn audio_threshold(&self) -> f64 {
+        py_f32(self.report.thresholds.audio)
     }
     /// Threshold on `melody_score`.
     #[getter]
-    fn melody_threshold(&self) -> f32 {
-        self.report.thresholds.melody
+    fn melody_threshold(&self) -> f64 {
+        py_f32(self.report.thresholds.melody)
+    }
+    /// What a reader must know to take the verdict at its word (the clip
+    /// is too short to judge, its channels cancel, ...); empty when nothing.
+    #[getter]
+    fn notes(&self) -> Vec<String> {
+        self.report.notes.clone()
     }
     /// The thresholds applied and how they were set.
     #[getter]
@@ -687,21 +887,21 @@ impl Verdict {
             .map(|c| Candidate {
                 item: c.item,
                 path: c.path.clone(),
-                audio_score: c.audio_score,
-                melody_score: c.melody_score,
-                query_start_s: c.query_start_s,
-                query_end_s: c.query_end_s,
-                match_start_s: c.match_start_s,
-                match_end_s: c.match_end_s,
-                transpose_semitones: c.transpose_semitones,
-                tempo_ratio: c.tempo_ratio,
+                audio_score: py_f32(c.audio_score),
+                melody_score: py_f32(c.melody_score),
+                query_start_s: py_f32(c.query_start_s),
+                query_end_s: py_f32(c.query_end_s),
+                match_start_s: py_f32(c.match_start_s),
+                match_end_s: py_f32(c.match_end_s),
+                transpose_semitones: py_f32(c.transpose_semitones),
+                tempo_ratio: py_f32(c.tempo_ratio),
             })
             .collect()
     }
     /// The full report as JSON (the schema of one result in `refrain audit
     /// --format json`, including the raw numbers behind the scores).
     fn to_json(&self) -> PyResult<String> {
-        serde_json::to_string(&self.report).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+        serde_json::to_string(&self.report).map_err(|e| refrain_err("RefrainError", e.to_string()))
     }
     /// The full report as a dict (see `to_json`).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -740,5 +940,7 @@ fn _refrain(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Verdict>()?;
     m.add_class::<Candidate>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("MIN_CLIP_S", MIN_CLIP_S)?;
+    m.add("MIN_JUDGED_S", audit::MIN_JUDGED_S)?;
     Ok(())
 }

@@ -111,10 +111,12 @@ def test_thresholds_can_be_set_per_auditor(index):
 @pytest.mark.parametrize(
     "bad, error, message",
     [
-        (np.array([0.1, np.nan, 0.2], dtype=np.float32), ValueError, "NaN"),
-        (np.array([0.1, np.inf]), ValueError, "inf"),
-        (np.zeros((2, 22_050), dtype=np.float32), ValueError, r"pass x\.T"),
+        (np.r_[np.zeros(22_050), np.nan].astype(np.float32), ValueError, "NaN"),
+        (np.r_[np.zeros(22_050), np.inf], ValueError, "inf"),
+        (np.zeros((9, 22_050), dtype=np.float32), ValueError, r"shape \(9, 22050\)"),
+        (np.zeros((40, 40), dtype=np.float32), ValueError, r"channels, n"),
         (np.zeros((10, 10, 2), dtype=np.float32), ValueError, "3 dimensions"),
+        (np.zeros(100, dtype=np.float32), ValueError, "too short to analyse"),
         (np.zeros(0, dtype=np.float32), ValueError, "no samples"),
         (np.zeros(100, dtype=np.int16), TypeError, "int16"),
         ("not audio", TypeError, "float32 or float64"),
@@ -129,10 +131,10 @@ def test_bad_rates_and_paths(auditor, tmp_path):
     for rate in (0, -1, 10_000_000):
         with pytest.raises(ValueError, match="sample_rate"):
             auditor.check(tune(1, seconds=1), rate)
-    with pytest.raises(ValueError, match="no index here"):
+    with pytest.raises(FileNotFoundError, match="no index in this directory"):
         refrain.Index.open(str(tmp_path))
-    with pytest.raises(ValueError, match=r"clip 1: .*NaN"):
-        auditor.check_batch([tune(1, seconds=2), np.array([np.nan] * 10)], RATE)
+    with pytest.raises(refrain.NotFoundError, match="no such directory"):
+        refrain.Index.open(str(tmp_path / "absent"))
     with pytest.raises(ValueError, match="batch, n"):
         auditor.check_batch(np.zeros(100, dtype=np.float32), RATE)
 
@@ -215,3 +217,159 @@ def test_stream_tail_and_bad_chunks(auditor):
         s.push(np.array([0.0, np.nan], dtype=np.float32))
     with pytest.raises(ValueError, match="every_s"):
         auditor.stream(RATE, window_s=2.0, every_s=5.0)
+
+
+def _layouts(x):
+    """The same (n, 2) stereo clip in every memory layout numpy has."""
+    c = np.ascontiguousarray(x)
+    big = np.zeros((2 * len(x), 4), dtype=x.dtype)
+    big[::2, 1:3] = x
+    rev = np.ascontiguousarray(x[::-1])
+    return {
+        "C": c,
+        "F": np.asfortranarray(c),
+        "transposed view of (2, n)": np.ascontiguousarray(c.T).T,
+        "negative strides": rev[::-1],
+        "non-contiguous slice": big[::2, 1:3],
+        "float64 F": np.asfortranarray(c.astype(np.float64)),
+        "channels-first (2, n)": np.ascontiguousarray(c.T),
+        "channels-first F view": np.asfortranarray(c).T,
+    }
+
+
+def test_every_memory_layout_gives_the_same_verdict(auditor):
+    x = tune(2, seconds=10, start_s=6)
+    stereo = np.stack([x, 0.7 * x], axis=1)
+    want = auditor.check(stereo, RATE).to_dict()
+    assert want["verdict"] == "flag"
+    for name, a in _layouts(stereo).items():
+        assert auditor.check(a, RATE).to_dict() == want, name
+    # batches: (batch, n, 2) in C and F order, transposed, and (batch, 2, n)
+    batch = np.stack([stereo, stereo])
+    for name, b in {
+        "C": batch,
+        "F": np.asfortranarray(batch),
+        "transpose(0, 2, 1) of (batch, 2, n)": np.ascontiguousarray(batch.transpose(0, 2, 1)).transpose(0, 2, 1),
+        "(batch, 2, n)": batch.transpose(0, 2, 1),
+    }.items():
+        got = auditor.check_batch(b, RATE)
+        assert [v.to_dict() for v in got] == [want, want], name
+    # the index stores the same audio whatever the layout: a duplicate
+    b = refrain.IndexBuilder()
+    assert b.add("c", stereo, RATE)
+    for name, a in _layouts(stereo).items():
+        if "float64" in name:
+            continue  # other values: another item
+        assert not b.add(name, a, RATE), name
+    # a stream fed Fortran-ordered chunks flags like one fed C chunks
+    s = auditor.stream(RATE, channels=2)
+    fs = np.asfortranarray(np.tile(stereo, (2, 1)))
+    for i in range(0, len(fs), 4_000):
+        s.push(np.asfortranarray(fs[i : i + 4_000]))
+    assert s.first_flag is not None and s.first_flag.match_item == 2
+
+
+class _Tensor:
+    """A CPU tensor's interface as numpy sees it: __array__ only."""
+
+    def __init__(self, a):
+        self._a = a
+
+    def __array__(self, dtype=None, copy=None):
+        return self._a if dtype is None else self._a.astype(dtype)
+
+
+def test_layouts_and_types_generation_pipelines_pass(auditor):
+    x = tune(4, seconds=8, start_s=2)
+    want = auditor.check(x, RATE).to_dict()
+    assert want["verdict"] == "flag"
+    # torchaudio's channels-first (channels, n), as a tensor-like object
+    assert auditor.check(_Tensor(np.stack([x, x])), RATE).to_dict()["verdict"] == "flag"
+    assert auditor.check(_Tensor(x), RATE).to_dict() == want
+    got = auditor.check_batch(_Tensor(np.stack([np.stack([x, x])] * 3)), RATE)
+    assert [v.match_item for v in got] == [4, 4, 4]
+    # an integral float rate is a rate; another is named
+    assert auditor.check(x, float(RATE)).to_dict() == want
+    assert auditor.check(x, np.int64(RATE)).to_dict() == want
+    with pytest.raises(ValueError, match=r"sample_rate must be a whole number of Hz, got 22050\.5"):
+        auditor.check(x, RATE + 0.5)
+    with pytest.raises(TypeError, match="sample_rate must be a number of Hz, got str"):
+        auditor.check(x, "22050")
+    with pytest.raises(TypeError, match="sample_rate"):
+        auditor.check(x, True)
+
+
+def test_too_short_is_refused_before_any_work(auditor):
+    # an (n, 2) stereo clip given to check_batch: n clips of 2 samples
+    stereo = np.zeros((48_000, 2), dtype=np.float32)
+    t = time.perf_counter()
+    with pytest.raises(refrain.InvalidInputError, match=r"48000 clip\(s\) of 2 frame\(s\).*too short to analyse.*call check\(x\)"):
+        auditor.check_batch(stereo, 48_000)
+    assert time.perf_counter() - t < 0.5
+    with pytest.raises(ValueError, match="too short to analyse"):
+        auditor.check(np.zeros(1_000, dtype=np.float32), 48_000)
+    with pytest.raises(ValueError, match="too short"):
+        refrain.IndexBuilder().add("x", np.zeros(10, dtype=np.float32), RATE)
+    # just long enough is judged, with a note
+    v = auditor.check(tune(1, seconds=1.0), RATE)
+    assert v.notes and v.notes[0].startswith("too short to judge: 1.0 s"), v.notes
+    assert not auditor.check(tune(1, seconds=10), RATE).notes
+
+
+def test_check_batch_returns_a_per_clip_error(auditor):
+    clips = [tune(1, seconds=6), np.array([np.nan] * 22_050), tune(100, seconds=6), np.zeros(3), "x"]
+    got = auditor.check_batch(clips, RATE)
+    assert len(got) == 5
+    assert isinstance(got[0], refrain.Verdict) and got[0].flagged
+    assert isinstance(got[2], refrain.Verdict) and not got[2].flagged
+    for i, cls, says in [(1, ValueError, "NaN"), (3, ValueError, "too short"), (4, TypeError, "float")]:
+        e = got[i]
+        assert isinstance(e, refrain.RefrainError) and isinstance(e, cls), (i, e)
+        assert str(e).startswith(f"clip {i}"), e
+        assert says in str(e), e
+
+
+def test_the_package_as_python_users_expect_it(index, auditor, tmp_path):
+    import os
+
+    import refrain._refrain as ext
+
+    here = os.path.dirname(refrain.__file__)
+    assert os.path.exists(os.path.join(here, "py.typed"))
+    assert os.path.exists(os.path.join(here, "_refrain.pyi"))
+    # every class has a repr of its own
+    b = refrain.IndexBuilder()
+    v = auditor.check(tune(2, seconds=8), RATE)
+    s = auditor.stream(RATE)
+    for obj, says in [
+        (index, "refrain.Index: 6 items"),
+        (auditor, "refrain.Auditor over 6 items"),
+        (b, "refrain.IndexBuilder: 0 item(s)"),
+        (s, "refrain.Stream 1 channel(s), 0.0 s pushed"),
+        (v, "refrain.Verdict flag"),
+        (v.candidates[0], "refrain.Candidate"),
+    ]:
+        assert says in repr(obj), repr(obj)
+    for name in ["Index", "IndexBuilder", "Auditor", "Stream", "Verdict", "Candidate"]:
+        assert "__repr__" in vars(getattr(ext, name)), name
+    # one base class; the built-in classes still catch what they caught
+    for cls, base in [
+        (refrain.InvalidInputError, ValueError),
+        (refrain.InvalidTypeError, TypeError),
+        (refrain.NotFoundError, FileNotFoundError),
+        (refrain.RefrainOSError, OSError),
+        (refrain.IncompatibleError, RuntimeError),
+        (refrain.StateError, RuntimeError),
+    ]:
+        assert issubclass(cls, refrain.RefrainError) and issubclass(cls, base)
+    with pytest.raises(refrain.RefrainError):
+        auditor.check(np.array([np.nan] * 22_050), RATE)
+    with pytest.raises(refrain.InvalidTypeError):
+        auditor.check(np.zeros(22_050, dtype=np.int16), RATE)
+    # thresholds as they print: 0.5, not 0.5000000xyz
+    t = index.thresholds
+    assert repr(t["audio"]) == "0.5" and repr(v.audio_threshold) == "0.5"
+    strict = index.auditor(audio_threshold=0.3, melody_threshold=0.7)
+    assert repr(strict.thresholds["audio"]) == "0.3"
+    assert repr(strict.check(tune(2, seconds=8), RATE).melody_threshold) == "0.7"
+    assert len(repr(v.audio_score)) <= 8, repr(v.audio_score)

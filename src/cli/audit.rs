@@ -25,7 +25,8 @@ pub struct Config {
     /// The index directory (from `refrain index`).
     #[arg(long)]
     pub index: PathBuf,
-    /// Audio files, or directories to search recursively.
+    /// Audio files or fingerprint files (`.rfp`, from `refrain
+    /// fingerprint`), or directories to search recursively for them.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// Report format.
@@ -72,6 +73,15 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         },
     );
     let (outcomes, failures) = audit_paths(&auditor, &cfg.paths, cfg.batch.threads, "auditing")?;
+    anyhow::ensure!(
+        !outcomes.is_empty(),
+        "nothing to audit in {}: no audio or fingerprint (.rfp) file was found",
+        cfg.paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let mut sink: Box<dyn Write> = match &cfg.out {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
@@ -93,6 +103,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     sink.flush()?;
     drop(sink);
     let flagged = outcomes.iter().filter(|o| o.verdict() == "flag").count();
+    for o in &outcomes {
+        for n in o.report.iter().flat_map(|r| &r.notes) {
+            eprintln!("refrain: note: {}: {n}", o.input);
+        }
+    }
     let errors = print_errors(&outcomes, &failures);
     if cfg.summary {
         eprint!("{}", super::summary::render(&outcomes, &thresholds));
@@ -113,23 +128,36 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Audits every audio file under `paths` (in parallel, with a progress bar on
-/// a terminal): one outcome per input, unreadable inputs and paths included
-/// as errors, in input order; and the errors themselves, for the hints.
+/// Audits every audio file (and fingerprint file, `.rfp`) under `paths` (in
+/// parallel, with a progress bar on a terminal): one outcome per input,
+/// unreadable inputs and paths included as errors, in input order; and the
+/// errors themselves, for the hints. Says on standard error what the
+/// directory walk skipped.
 pub fn audit_paths(
     auditor: &Auditor,
     paths: &[PathBuf],
     threads: Option<usize>,
     what: &str,
 ) -> anyhow::Result<(Vec<Outcome>, Vec<refrain::Error>)> {
-    let (inputs, walk_errors) = inputs::collect(paths);
+    let scan = inputs::scan(paths, true);
+    if let Some(s) = inputs::skipped_summary(&scan.skipped) {
+        eprintln!("refrain: {s}");
+    }
+    let (inputs, walk_errors) = (scan.inputs, scan.errors);
     let pool = super::pool(threads)?;
     let bar = super::progress::bar(inputs.len() as u64, what);
+    let params = refrain::AnalysisParams::default();
     let results: Vec<(Outcome, Option<refrain::Error>)> = pool.install(|| {
         inputs
             .par_iter()
             .map(|input| {
-                let r = auditor.check_file(&input.path);
+                let r = if refrain::fingerprint::Fingerprint::looks_like_file(&input.path) {
+                    refrain::fingerprint::Fingerprint::read(&input.path, &params)
+                        .and_then(|fp| auditor.check_fingerprint(&fp))
+                        .map_err(|e| e.with_path(&input.path))
+                } else {
+                    auditor.check_file(&input.path)
+                };
                 bar.inc(1);
                 let input = input.path.display().to_string();
                 match r {

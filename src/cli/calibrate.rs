@@ -62,7 +62,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     }
     let t = calibrate::calibrate(&scores, cfg.fpr, method)
         .with_context(|| format!("calibrating {}", cfg.index.display()))?;
-    println!("{}", render(&scores, &t));
+    super::print_out(&format!("{}\n", render(&scores, &t)))?;
     // with none flagged, the 95 % bound reaches the target only from about 3 / fpr negatives
     let enough = (3.0 / cfg.fpr).ceil() as usize;
     if scores.len() < enough {

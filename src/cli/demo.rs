@@ -124,7 +124,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     eprintln!(
         "\ndemo: auditing the generated clips (a-d copy training songs, e-g are originals):\n"
     );
-    let code = super::audit::run(&super::audit::Config {
+    let result = super::audit::run(&super::audit::Config {
         index: index.clone(),
         paths: vec![clips.clone()],
         format: super::audit::Format::Csv,
@@ -134,13 +134,15 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         melody_threshold: None,
         summary: true,
         batch: Default::default(),
-    })?;
+    });
+    // the files go whatever became of the audit (its standard output may
+    // have been closed early: `refrain demo | head -3`)
     if keep {
         eprintln!("demo: files kept in {}", dir.display());
     } else {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    Ok(code)
+    result
 }
 
 /// Writes mono 16-bit PCM WAV.

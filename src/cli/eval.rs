@@ -120,7 +120,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     write_truth_subset(&dir.join("truth.tsv"), &truth_test, &cal_set)?;
     let test_truth = eval::read_truth(&truth_test)?;
     let card = eval::score(&test_truth, &eval::rows_of(&outcomes));
-    print!("{}", card.render());
+    super::print_out(&card.render())?;
     let test_names: std::collections::HashSet<String> =
         test.iter().map(|i| i.path.display().to_string()).collect();
     let neg_test: Vec<BestScores> = outcomes
@@ -132,13 +132,13 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|s| s.flagged_by(&thresholds))
         .count();
-    println!(
-        "held-out negatives flagged: {k} of {} ({:.2} %, 95 % upper bound {:.2} %) at thresholds calibrated for {:.1} %",
+    super::print_out(&format!(
+        "held-out negatives flagged: {k} of {} ({:.2} %, 95 % upper bound {:.2} %) at thresholds calibrated for {:.1} %\n",
         neg_test.len(),
         100.0 * k as f64 / neg_test.len().max(1) as f64,
         100.0 * calibrate::clopper_pearson_upper(k, neg_test.len(), 0.95),
         100.0 * cfg.fpr
-    );
+    ))?;
     eprintln!(
         "evaluated {} in {:.1} s: {} audited, {errors} error(s); results {}; check with: python3 shared/eval/score.py {} {}",
         dir.display(),

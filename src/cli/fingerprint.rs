@@ -27,7 +27,20 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     let params = AnalysisParams::default();
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("cannot create the output directory {}", cfg.out.display()))?;
-    let (inputs, mut errors) = inputs::collect(&cfg.paths);
+    let scan = inputs::scan(&cfg.paths, false);
+    if let Some(s) = inputs::skipped_summary(&scan.skipped) {
+        eprintln!("refrain: {s}");
+    }
+    let (inputs, mut errors) = (scan.inputs, scan.errors);
+    anyhow::ensure!(
+        !inputs.is_empty() || !errors.is_empty(),
+        "nothing to fingerprint in {}: no audio file was found",
+        cfg.paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let pool = super::pool(cfg.batch.threads)?;
     let bar = super::progress::bar(inputs.len() as u64, "fingerprinting");
     let start = Instant::now();

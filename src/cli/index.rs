@@ -15,7 +15,8 @@ use refrain::{decode, AnalysisParams};
 /// Flags of `refrain index`, checked once by clap.
 #[derive(Debug, clap::Args)]
 pub struct Config {
-    /// Audio files, or directories to search recursively.
+    /// Audio files or fingerprint files (`.rfp`, from `refrain
+    /// fingerprint`), or directories to search recursively for them.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// The index directory.
@@ -53,7 +54,20 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&cache)
         .with_context(|| format!("cannot create {}", cache.display()))?;
     let limits = cfg.batch.limits();
-    let (inputs, mut errors) = inputs::collect(&cfg.paths);
+    let scan = inputs::scan(&cfg.paths, true);
+    if let Some(s) = inputs::skipped_summary(&scan.skipped) {
+        eprintln!("refrain: {s}");
+    }
+    let (inputs, mut errors) = (scan.inputs, scan.errors);
+    anyhow::ensure!(
+        !inputs.is_empty() || !errors.is_empty(),
+        "nothing to index in {}: no audio or fingerprint (.rfp) file was found",
+        cfg.paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let pool = super::pool(cfg.batch.threads)?;
     let bar = super::progress::bar(inputs.len() as u64, "indexing");
     let results: Vec<(Input, refrain::Result<Done>)> = pool.install(|| {
@@ -81,6 +95,9 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
                 }
                 audio_s += fp.source.duration_s;
                 reused += from_cache as usize;
+                if let Some(n) = decode::cancelled_note(&fp.source) {
+                    eprintln!("refrain: warning: {}: {n}", input.path.display());
+                }
                 builder.add(&input.path.display().to_string(), &hash, &fp)?;
                 added += 1;
             }
@@ -156,6 +173,21 @@ fn one(
     let hash = content_hash(&input.path)?;
     if builder.contains(&hash) {
         return Ok(Done::Known);
+    }
+    if Fingerprint::looks_like_file(&input.path) {
+        // a fingerprint file from `refrain fingerprint`: indexed as it is
+        let fp = Fingerprint::read(&input.path, analyzer.params())?;
+        if fp.source.duration_s > limits.max_duration_s {
+            return Err(refrain::Error::at(
+                &input.path,
+                refrain::Stage::ReadFingerprint,
+                refrain::ErrorKind::Limit(format!(
+                    "the recording is {:.1} s long, more than the limit of {} s",
+                    fp.source.duration_s, limits.max_duration_s
+                )),
+            ));
+        }
+        return Ok(Done::New(hash, Box::new(fp), false));
     }
     let cached = cache.join(format!("{hash}.rfp"));
     if let Ok(fp) = Fingerprint::read(&cached, analyzer.params()) {

@@ -19,27 +19,59 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
             .map_err(|e| e.with_path(file))?
     };
     let m = &fp.melody;
-    println!("file            {}", file.display());
-    println!(
+    let mut out = String::new();
+    macro_rules! outln {
+        ($o:ident, $($t:tt)*) => {{
+            use std::fmt::Write as _;
+            let _ = writeln!($o, $($t)*);
+        }};
+    }
+    outln!(out, "file            {}", file.display());
+    outln!(
+        out,
         "duration        {:.2} s ({} Hz, {} channel(s))",
-        fp.source.duration_s, fp.source.sample_rate, fp.source.channels
+        fp.source.duration_s,
+        fp.source.sample_rate,
+        fp.source.channels
     );
-    println!(
+    let mix = if fp.source.channels <= 1 {
+        "mono as it is".to_string()
+    } else if fp.source.cancelled_s > 0.0 {
+        format!(
+            "the mean of the channels, except {:.1} s where they cancel, taken as {}",
+            fp.source.cancelled_s,
+            if fp.source.channels == 2 {
+                "the left-right difference"
+            } else {
+                "the first channel"
+            }
+        )
+    } else {
+        "the mean of the channels".to_string()
+    };
+    outln!(out, "analysed as     {mix}");
+    if let Some(n) = decode::cancelled_note(&fp.source) {
+        eprintln!("refrain: warning: {}: {n}", file.display());
+    }
+    outln!(
+        out,
         "tuning          {:+.1} cents from A4 = 440 Hz",
         fp.tuning_cents
     );
     match m.range_cents() {
-        Some((lo, hi)) => println!(
+        Some((lo, hi)) => outln!(
+            out,
             "melody range    {} to {} ({:.0}–{:.0} Hz, 5th–95th percentile)",
             note_name(lo),
             note_name(hi),
             cents_to_hz(lo),
             cents_to_hz(hi)
         ),
-        None => println!("melody range    (no voiced frames)"),
+        None => outln!(out, "melody range    (no voiced frames)"),
     }
-    println!("voiced share    {:.1} %", 100.0 * m.voiced_share());
-    println!(
+    outln!(out, "voiced share    {:.1} %", 100.0 * m.voiced_share());
+    outln!(
+        out,
         "frames          {} chroma at {:.1}/s, {} CENS at {:.1}/s, {} melody at {:.0}/s",
         fp.chroma.nrows(),
         params.chroma_rate(),
@@ -48,11 +80,13 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
         m.cents.len(),
         1.0 / params.frame_seconds()
     );
-    println!(
+    outln!(
+        out,
         "windows         {} embeddings of {} dimensions",
         fp.embeddings.nrows(),
         fp.embeddings.ncols()
     );
+    super::print_out(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -38,7 +38,7 @@ fn split_unit(s: &str) -> (&str, &str) {
 }
 
 /// `7200`, `7200s`, `120m`, `2h`, `1.5h` → seconds.
-fn parse_duration(s: &str) -> Result<f64, String> {
+pub fn parse_duration(s: &str) -> Result<f64, String> {
     let (num, unit) = split_unit(s);
     let v: f64 = num
         .parse()
@@ -58,7 +58,7 @@ fn parse_duration(s: &str) -> Result<f64, String> {
 }
 
 /// `1000000`, `500K`, `500M`, `2G` (powers of 1024) → bytes.
-fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, String> {
     let (num, unit) = split_unit(s);
     let v: f64 = num
         .parse()

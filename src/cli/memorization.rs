@@ -70,7 +70,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         .into_iter()
         .flat_map(|(set, o)| rows_of(set, o, &t))
         .collect();
-    print!("{}", render(&rows, &t));
+    super::print_out(&render(&rows, &t))?;
     if let Some(p) = &cfg.out {
         write_csv(p, &rows, &t)?;
     }

@@ -68,6 +68,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Whether `e` comes from writing to a standard output that was closed
+/// early (`refrain demo | head -3`), which is not a failure.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    let pipe = |io: &std::io::Error| io.kind() == std::io::ErrorKind::BrokenPipe;
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(pipe)
+            || c.downcast_ref::<csv::Error>()
+                .is_some_and(|ce| matches!(ce.kind(), csv::ErrorKind::Io(io) if pipe(io)))
+    })
+}
+
+/// Writes `text` to standard output; an error (a closed pipe) is returned,
+/// not a panic as from `print!`.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
 /// Builds the rayon pool for a batch command.
 fn pool(threads: Option<usize>) -> anyhow::Result<rayon::ThreadPool> {
     let mut b = rayon::ThreadPoolBuilder::new();
@@ -87,8 +108,9 @@ fn what_to_do<'a>(errors: impl IntoIterator<Item = &'a refrain::Error>) -> Strin
         let h = match e.kind {
             K::Io(_) => "check that the path exists and is readable",
             K::Unsupported(_) => {
-                "convert unsupported files to WAV, FLAC, MP3, Ogg Vorbis, Opus or AAC/M4A"
+                "each unsupported file's error names its container or codec and what to convert it to"
             }
+            K::NotFound(_) => "check the path; build an index with `refrain index`",
             K::Corrupt(_) | K::Empty(_) => {
                 "damaged files or files without audio: re-export them from the source, or leave them out"
             }
@@ -97,6 +119,7 @@ fn what_to_do<'a>(errors: impl IntoIterator<Item = &'a refrain::Error>) -> Strin
             K::Version { .. } | K::Params { .. } => {
                 "re-create fingerprints and indexes with this version of refrain"
             }
+            _ => continue,
         };
         if !hints.contains(&h) {
             hints.push(h);

@@ -5,8 +5,11 @@
 //! (decoding and analysis are CPU work) under a semaphore of `--workers`
 //! permits, so at most that many checks run at once and the others queue;
 //! every request has one deadline (`--timeout-s`) covering queueing and
-//! work. Bodies over `--max-body-mb` are refused before they are read in
-//! full. Ctrl-C or SIGTERM stops accepting, lets the requests in flight
+//! work. Bodies over `--max-bytes` are refused before they are read in
+//! full, audio over `--max-duration` while it is decoded. With
+//! `--token-file`, every route but `/healthz` needs `Authorization: Bearer
+//! <token>`. Every error answers `{"error": ..., "hint": ...}`, 404 and 405
+//! included. Ctrl-C or SIGTERM stops accepting, lets the requests in flight
 //! finish, and exits.
 
 use std::net::SocketAddr;
@@ -43,12 +46,19 @@ pub struct Config {
     /// Checks run at once (default: the number of cores); more requests queue.
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Largest request body, in MB.
-    #[arg(long, default_value_t = 64.0)]
-    pub max_body_mb: f64,
-    /// Longest audio accepted, in seconds.
-    #[arg(long, default_value_t = 600.0)]
-    pub max_audio_s: f64,
+    /// Refuse request bodies larger than this: bytes, or with a unit
+    /// (`500K`, `64M`, powers of 1024), as for the batch commands.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = super::limits::parse_size)]
+    pub max_bytes: u64,
+    /// Refuse audio longer than this: seconds, or with a unit (`90s`,
+    /// `10m`), as for the batch commands.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = super::limits::parse_duration)]
+    pub max_duration: f64,
+    /// A file holding a bearer token: every request but `GET /healthz`
+    /// must then carry `Authorization: Bearer <token>`. For deployments
+    /// beyond the loopback interface.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Deadline of a request (queueing and work), in seconds.
     #[arg(long, default_value_t = 30.0)]
     pub timeout_s: f64,
@@ -147,6 +157,9 @@ struct App {
     permits: Arc<Semaphore>,
     timeout: Duration,
     metrics: Metrics,
+    /// The hash of the bearer token, when one is required (hashes compare
+    /// in constant time).
+    token: Option<blake3::Hash>,
 }
 
 /// `POST /v1/check` query parameters.
@@ -177,8 +190,33 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// What a client can do about an error of `status`.
+fn hint_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => {
+            "send a file's bytes (WAV, AIFF, FLAC, MP3, Ogg Vorbis, Opus, AAC, ALAC), or raw \
+             float32 little-endian PCM with ?sample_rate=N&channels=C (docs/serve.md)"
+        }
+        StatusCode::UNAUTHORIZED => "send the header `Authorization: Bearer <token>`",
+        StatusCode::NOT_FOUND => "the routes are POST /v1/check, GET /healthz and GET /metrics",
+        StatusCode::METHOD_NOT_ALLOWED => "POST audio to /v1/check; GET /healthz and /metrics",
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            "send shorter audio, or start the service with larger --max-bytes or --max-duration"
+        }
+        StatusCode::SERVICE_UNAVAILABLE => "retry later, or start the service with more --workers",
+        StatusCode::GATEWAY_TIMEOUT => {
+            "retry later, send shorter audio, or start the service with a longer --timeout-s"
+        }
+        _ => "this is a bug in refrain serve: please report it with the request",
+    }
+}
+
 fn error_response(status: StatusCode, msg: String) -> Response {
-    (status, Json(serde_json::json!({ "error": msg }))).into_response()
+    let body = Json(serde_json::json!({ "error": msg, "hint": hint_for(status) }));
+    if status == StatusCode::UNAUTHORIZED {
+        return (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
+    }
+    (status, body).into_response()
 }
 
 impl App {
@@ -201,19 +239,35 @@ impl App {
             Some(rate) => {
                 let invalid =
                     |m: String| Error::new(refrain::Stage::Decode, ErrorKind::InvalidInput(m));
+                if !(decode::MIN_SAMPLE_RATE..=decode::MAX_SAMPLE_RATE).contains(&rate) {
+                    return Err(invalid(format!(
+                        "sample_rate={rate} is outside {}..={} Hz",
+                        decode::MIN_SAMPLE_RATE,
+                        decode::MAX_SAMPLE_RATE
+                    )));
+                }
+                // stereo read as mono is a different signal: no default
+                let Some(channels) = q.channels else {
+                    return Err(invalid(
+                        "raw PCM needs ?channels=C (1 for mono, 2 for interleaved stereo, ...) \
+                         beside ?sample_rate"
+                            .into(),
+                    ));
+                };
+                if channels == 0 || channels > 64 {
+                    return Err(invalid(format!("channels={channels} is outside 1..=64")));
+                }
                 if !body.len().is_multiple_of(4) {
                     return Err(invalid(format!(
                         "raw PCM is float32 little-endian: {} bytes are not a whole number of samples",
                         body.len()
                     )));
                 }
-                let channels = q.channels.unwrap_or(1);
                 let samples: Vec<f32> = body
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                     .collect();
-                let seconds =
-                    samples.len() as f64 / f64::from(channels.max(1)) / f64::from(rate.max(1));
+                let seconds = samples.len() as f64 / f64::from(channels) / f64::from(rate);
                 if seconds > self.limits.max_duration_s {
                     return Err(Error::new(
                         refrain::Stage::Decode,
@@ -229,7 +283,9 @@ impl App {
                 let rate = self.index.manifest.params.sample_rate;
                 let audio =
                     decode::decode_bytes_with_limits(body, q.ext.as_deref(), rate, &self.limits)?;
-                auditor.check_samples(&audio.samples, audio.sample_rate, 1)
+                // the decoded audio with its source facts (duration,
+                // channels that cancel), for the report's notes
+                auditor.check_audio(&audio)
             }
         }
     }
@@ -244,6 +300,45 @@ fn status_of(e: &Error) -> StatusCode {
         ErrorKind::Limit(_) => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// Refuses a request without the bearer token, when one is required.
+async fn require_token(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(want) = &app.token else {
+        return next.run(req).await;
+    };
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| blake3::hash(t.trim().as_bytes()));
+    match given {
+        Some(h) if h == *want => next.run(req).await,
+        Some(_) => error_response(StatusCode::UNAUTHORIZED, "the bearer token is wrong".into()),
+        None => error_response(
+            StatusCode::UNAUTHORIZED,
+            "this service needs a bearer token (Authorization: Bearer <token>)".into(),
+        ),
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    error_response(StatusCode::NOT_FOUND, format!("no route {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
 }
 
 async fn check(
@@ -353,14 +448,6 @@ async fn shutdown_signal() {
 
 pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
-        cfg.max_body_mb > 0.0 && cfg.max_body_mb.is_finite(),
-        "--max-body-mb must be positive"
-    );
-    anyhow::ensure!(
-        cfg.max_audio_s > 0.0 && cfg.max_audio_s.is_finite(),
-        "--max-audio-s must be positive"
-    );
-    anyhow::ensure!(
         cfg.timeout_s > 0.0 && cfg.timeout_s.is_finite(),
         "--timeout-s must be positive"
     );
@@ -369,8 +456,24 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
+    let token = match &cfg.token_file {
+        Some(p) => {
+            let t = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read the token file {}", p.display()))?;
+            let t = t.trim();
+            anyhow::ensure!(
+                t.len() >= 16,
+                "the token in {} is {} characters long: use at least 16 (for example \
+                 `openssl rand -hex 32`)",
+                p.display(),
+                t.len()
+            );
+            Some(blake3::hash(t.as_bytes()))
+        }
+        None => None,
+    };
     let index = Index::open(&cfg.index)?;
-    let max_body = (cfg.max_body_mb * 1e6) as usize;
+    let max_body = usize::try_from(cfg.max_bytes).unwrap_or(usize::MAX);
     let app = Arc::new(App {
         index_dir: cfg.index.display().to_string(),
         config: AuditConfig {
@@ -378,9 +481,10 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             ..AuditConfig::default()
         },
         limits: DecodeLimits {
-            max_duration_s: cfg.max_audio_s,
-            max_bytes: max_body as u64,
+            max_duration_s: cfg.max_duration,
+            max_bytes: cfg.max_bytes,
         },
+        token,
         permits: Arc::new(Semaphore::new(workers)),
         timeout: Duration::from_secs_f64(cfg.timeout_s),
         metrics: Metrics::default(),
@@ -390,7 +494,13 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         .route("/v1/check", post(check))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            require_token,
+        ))
         .with_state(app.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -405,9 +515,10 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {}", cfg.addr))?;
         let addr = listener.local_addr()?;
         eprintln!(
-            "refrain serve: listening on http://{addr} ({} items, {:.1} h; {workers} worker(s)); Ctrl-C or SIGTERM stops",
+            "refrain serve: listening on http://{addr} ({} items, {:.1} h; {workers} worker(s){}); Ctrl-C or SIGTERM stops",
             app.index.len(),
-            app.index.hours()
+            app.index.hours(),
+            if app.token.is_some() { "; bearer token required" } else { "" }
         );
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown_signal())
