@@ -394,13 +394,18 @@ impl<'a> Auditor<'a> {
             Some(c) if c.audio_score >= t.audio || c.melody_score >= t.melody => Verdict::Flag,
             _ => Verdict::Pass,
         };
-        Ok(Report {
+        let mut report = Report {
             verdict,
             duration_s: fp.source.duration_s,
             thresholds: t,
             candidates,
             notes: Vec::new(),
-        })
+        };
+        report.notes.extend(crate::calibrate::coverage_note(
+            &report.thresholds,
+            report.duration_s,
+        ));
+        Ok(report)
     }
 
     /// Candidate items with their best offset (seconds) and time scale.

@@ -222,6 +222,35 @@ fn index_then_audit_end_to_end_with_the_exact_csv_header() {
     let cands = v["results"][0]["candidates"].as_array().unwrap();
     assert!(!cands.is_empty() && cands.len() <= 3);
 
+    // overrides outside [0, 1] are refused; one inside claims no calibration
+    let copy = q.join("copy.wav");
+    for bad in ["--audio-threshold=-1", "--melody-threshold=1.5"] {
+        let o = refrain(&[
+            "audit",
+            "--index",
+            index.to_str().unwrap(),
+            copy.to_str().unwrap(),
+            bad,
+        ]);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains("outside [0, 1]"), "{bad}: {err}");
+    }
+    let o = refrain(&[
+        "audit",
+        "--index",
+        index.to_str().unwrap(),
+        copy.to_str().unwrap(),
+        "--audio-threshold",
+        "0.9",
+    ]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("thresholds audio 0.900, melody 0.500 (set by the caller: no false-positive rate is claimed for them)"),
+        "{err}"
+    );
+
     // --add skips what is already there and appends the rest
     let more = dir.path().join("more");
     std::fs::create_dir_all(&more).unwrap();

@@ -53,15 +53,12 @@ pub struct Config {
 pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let index = Index::open(&cfg.index)?;
-    let mut thresholds: Thresholds = index.manifest.thresholds.clone();
-    if let Some(a) = cfg.audio_threshold {
-        thresholds.audio = a;
-        thresholds.method = "command line".into();
-    }
-    if let Some(m) = cfg.melody_threshold {
-        thresholds.melody = m;
-        thresholds.method = "command line".into();
-    }
+    let thresholds: Thresholds = refrain::calibrate::set_by_caller(
+        &index.manifest.thresholds,
+        cfg.audio_threshold,
+        cfg.melody_threshold,
+    )
+    .context("--audio-threshold / --melody-threshold")?;
     let auditor = Auditor::with_config(
         &index,
         AuditConfig {
