@@ -21,6 +21,7 @@ pub mod chroma;
 pub mod decode;
 pub mod embed;
 pub mod eval;
+pub mod evidence;
 pub mod fingerprint;
 pub mod index;
 pub mod inputs;
