@@ -32,9 +32,9 @@ pub const CONTEXT_SHARE: f32 = 0.25;
 /// Smallest context around a matched range, seconds.
 pub const MIN_CONTEXT_S: f32 = 2.0;
 
-/// Most points kept per melody contour: one every 100 ms for 40 s, and
-/// thinned evenly beyond (a plot 600 pixels wide cannot show more).
-pub const MAX_CONTOUR_POINTS: usize = 400;
+/// Most points kept per melody contour: one every 100 ms for 30 s, and
+/// thinned evenly beyond (a plot 400 pixels wide shows little more).
+pub const MAX_CONTOUR_POINTS: usize = 300;
 
 /// Most landmark hits kept (thinned evenly beyond): a diagonal of 300
 /// points is unmistakable, and each costs the page about 60 bytes.
@@ -60,6 +60,8 @@ pub struct Evidence {
     pub query_range_s: (f32, f32),
     /// The item stretch the matrix columns cover, seconds `[start, end)`.
     pub item_range_s: (f32, f32),
+    /// The whole item's length, seconds (for its time line).
+    pub item_duration_s: f32,
     /// Matrix rows (query time, top to bottom).
     pub rows: usize,
     /// Matrix columns (item time, left to right).
@@ -139,6 +141,7 @@ pub fn evidence(
         item: candidate.item,
         query_range_s,
         item_range_s,
+        item_duration_s: to_s(item.frames()),
         rows,
         cols,
         similarity,

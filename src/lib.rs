@@ -22,7 +22,10 @@ pub mod decode;
 pub mod embed;
 pub mod eval;
 pub mod evidence;
+pub mod excerpt;
 pub mod fingerprint;
+#[cfg(feature = "html")]
+pub mod html;
 pub mod index;
 pub mod inputs;
 pub mod landmarks;

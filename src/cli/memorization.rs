@@ -28,7 +28,8 @@ pub struct Config {
     /// Write the table as CSV here.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Also write the per-input audit report (CSV) of both sets here.
+    /// Also write the per-input audit report (CSV) of both sets here, with
+    /// a last column `set` (`generated` or `reference`).
     #[arg(long)]
     pub report: Option<PathBuf>,
     #[command(flatten)]
@@ -75,7 +76,14 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         write_csv(p, &rows, &t)?;
     }
     if let Some(p) = &cfg.report {
-        super::audit::write_csv_file(p, &all)?;
+        let f =
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
+        let mut w = std::io::BufWriter::new(f);
+        let n = generated.len();
+        refrain::report::write_csv_with(&mut w, &all, &["set"], |i| {
+            vec![if i < n { "generated" } else { "reference" }.to_string()]
+        })?;
+        std::io::Write::flush(&mut w)?;
     }
     eprintln!(
         "audited {} generated and {} reference input(s) against {} item(s) in {:.1} s, {errors} error(s)",
