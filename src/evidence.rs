@@ -10,7 +10,7 @@
 //! the landmark hits. Only flagged reports carry it, so pass rows stay
 //! small.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::audit::{Candidate, Report, Verdict};
 use crate::fingerprint::Fingerprint;
@@ -48,6 +48,7 @@ pub struct Contour {
     /// Seconds between points.
     pub step_s: f32,
     /// Predominant pitch in MIDI cents (A4 = 6900), `None` where unvoiced.
+    #[serde(serialize_with = "one_line")]
     pub cents: Vec<Option<i16>>,
 }
 
@@ -69,9 +70,11 @@ pub struct Evidence {
     /// CENS cosine similarity of the query (shifted down by the
     /// transposition) with the item, `rows × cols`, row-major, 0–255 for
     /// 0–1; each cell the largest similarity of the frames it covers.
+    #[serde(serialize_with = "one_line")]
     pub similarity: Vec<u8>,
     /// The alignment path as (query s, item s) points. For now the straight
     /// line between the matched ranges' ends.
+    #[serde(serialize_with = "one_line")]
     pub path: Vec<(f32, f32)>,
     /// The query's melody over `query_range_s`.
     pub query_melody: Contour,
@@ -79,7 +82,19 @@ pub struct Evidence {
     pub item_melody: Contour,
     /// Landmark anchor pairs found at the item's best offset, as
     /// (query s, item s): same-recording evidence.
+    #[serde(serialize_with = "one_line")]
     pub landmark_hits: Vec<(f32, f32)>,
+}
+
+/// Serializes an array on one line even inside pretty-printed JSON (a
+/// pretty printer puts each of a matrix's 6,400 numbers on a line of its
+/// own, five times the bytes).
+fn one_line<T: Serialize, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::Error;
+    let text = serde_json::to_string(v).map_err(S::Error::custom)?;
+    serde_json::value::RawValue::from_string(text)
+        .map_err(S::Error::custom)?
+        .serialize(s)
 }
 
 /// The evidence for `candidate`, the match of `query` in `item` (whose
@@ -338,5 +353,29 @@ mod tests {
         let t = thin(&v, 300);
         assert_eq!((t.len(), t[0], t[299]), (300, 0, 999));
         assert_eq!(thin(&v[..5], 300).len(), 5);
+    }
+
+    #[test]
+    fn evidence_round_trips_through_pretty_json_with_its_arrays_on_one_line() {
+        let s = sequences(synth::render(
+            &synth::compose(3, 8),
+            &synth::Render::default(),
+        ));
+        let p = AnalysisParams::default();
+        let e = evidence(
+            &s,
+            &s,
+            &candidate(1.0, 9.0, 1.0, 9.0, 0.0),
+            &p,
+            &[(1.0, 1.0), (2.5, 2.5)],
+        );
+        let text = serde_json::to_string_pretty(&e).unwrap();
+        assert!(text.lines().count() < 30, "{text}");
+        assert!(
+            text.contains("\"landmark_hits\": [[1.0,1.0],[2.5,2.5]]"),
+            "{text}"
+        );
+        let back: Evidence = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, e);
     }
 }

@@ -54,6 +54,9 @@ pub struct Config {
     /// evidence panels with audio excerpts) to this file.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Print one line per input for a reader (the demo does).
+    #[arg(skip)]
+    pub verdicts: bool,
     #[command(flatten)]
     pub batch: super::limits::BatchArgs,
 }
@@ -118,6 +121,9 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     }
     let flagged = outcomes.iter().filter(|o| o.verdict() == "flag").count();
     let errors = print_errors(&outcomes, &failures);
+    if cfg.verdicts {
+        eprint!("\n{}\n", super::summary::verdict_lines(&outcomes));
+    }
     if let Some(p) = &cfg.summary_out {
         std::fs::write(p, super::summary::render(&outcomes, &thresholds))
             .with_context(|| format!("cannot write {}", p.display()))?;

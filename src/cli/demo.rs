@@ -139,6 +139,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         summary: true,
         summary_out: None,
         html: cfg.html.clone(),
+        verdicts: true,
         batch: Default::default(),
     })?;
     if keep {
