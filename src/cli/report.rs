@@ -43,9 +43,13 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     let page = html::render_audit(&doc, &excerpts);
     std::fs::write(&cfg.out, &page)
         .with_context(|| format!("cannot write {}", cfg.out.display()))?;
-    let missing = missing_clips(&excerpts);
+    let audio = if cfg.no_audio {
+        "audio left out".to_string()
+    } else {
+        format!("{} audio excerpt(s) missing", missing_clips(&excerpts))
+    };
     eprintln!(
-        "wrote {} ({:.1} kB, {} input(s), {} evidence panel(s), {missing} audio excerpt(s) missing) in {:.1} s",
+        "wrote {} ({:.1} kB, {} input(s), {} evidence panel(s), {audio}) in {:.1} s",
         cfg.out.display(),
         page.len() as f64 / 1000.0,
         doc.results.len(),
