@@ -930,6 +930,21 @@ mod tests {
     }
 
     #[test]
+    fn thresholds_stored_before_the_calibration_record_still_read() {
+        // a manifest's thresholds as indexes written before this version hold them
+        let old = r#"{"audio": 0.3, "melody": 0.32, "method": "calibrated", "target_fpr": 0.01,
+                      "negatives": 70, "fpr_upper_95": 0.042, "flagged_negatives": 0}"#;
+        let t: Thresholds = serde_json::from_str(old).unwrap();
+        assert_eq!((t.audio, t.negatives, t.excluded_suspects), (0.3, 70, 0));
+        assert!(t.durations_s.is_none() && t.calibrated_at.is_none());
+        assert!(coverage_note(&t, 3600.0).is_none());
+        // and what this version writes adds only fields with defaults
+        let back: Thresholds = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+        assert!(!serde_json::to_string(&t).unwrap().contains("durations_s"));
+    }
+
+    #[test]
     fn caller_thresholds_are_checked_and_claim_no_calibration() {
         let calibrated = Thresholds {
             audio: 0.4,

@@ -250,3 +250,39 @@ pub fn read_json(text: &str) -> crate::Result<AuditDocument> {
     }
     Ok(doc)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_report_still_reads_and_later_versions_are_named() {
+        // as the first version wrote it: no index_info, no notes, no
+        // evidence, no calibration record in the thresholds
+        let v1 = r#"{
+  "format": "refrain-audit", "version": 1, "index": "idx",
+  "thresholds": { "audio": 0.3, "melody": 0.32, "method": "calibrated", "target_fpr": 0.01,
+                  "negatives": 70, "fpr_upper_95": 0.042, "flagged_negatives": 0 },
+  "results": [
+    { "input": "a.wav", "verdict": "flag", "duration_s": 20.1,
+      "thresholds": { "audio": 0.3, "melody": 0.32, "method": "calibrated", "target_fpr": 0.01,
+                      "negatives": 70, "fpr_upper_95": 0.042, "flagged_negatives": 0 },
+      "candidates": [ { "item": 2, "path": "s.wav", "audio_score": 0.94, "melody_score": 0.2,
+          "query_start_s": 0.0, "query_end_s": 20.15, "match_start_s": 7.98, "match_end_s": 28.14,
+          "transpose_semitones": 0.0, "tempo_ratio": 1.0,
+          "raw": { "votes": 35.2, "harmony": 3.9, "harmony_frames": 101, "melody": 0.8,
+                   "melody_frames": 190, "audio_corr": 0.91 } } ] },
+    { "input": "broken.flac", "error": "broken.flac: decode: damaged" } ] }"#;
+        let doc = read_json(v1).unwrap();
+        assert_eq!(doc.results.len(), 2);
+        let r = doc.results[0].report.as_ref().unwrap();
+        assert_eq!(reason(r), "audio");
+        assert!(r.evidence.is_none() && r.notes.is_empty() && r.thresholds.durations_s.is_none());
+        assert!(doc.results[1].report.is_none());
+        assert_eq!(doc.results[1].verdict(), "error");
+        let v9 = v1.replace("\"version\": 1", "\"version\": 9");
+        let e = read_json(&v9).unwrap_err().to_string();
+        assert!(e.contains("version 9"), "{e}");
+        assert!(read_json("{\"format\": \"x\"}").is_err());
+    }
+}

@@ -438,6 +438,58 @@ fn calibrate_eval_and_memorization_end_to_end() {
     let up = t["fpr_upper_95"].as_f64().unwrap();
     assert!((up - (1.0 - 0.05f64.powf(1.0 / 12.0))).abs() < 1e-9, "{t}");
 
+    // a negative that is really an excerpt of a training song is named and
+    // left out; kept in, it would push the audio threshold to the cap, and
+    // that threshold is refused, with nothing stored
+    let seeded = dir.path().join("seeded");
+    std::fs::create_dir_all(&seeded).unwrap();
+    for e in std::fs::read_dir(dev.join("neg")).unwrap().flatten() {
+        std::fs::copy(e.path(), seeded.join(e.file_name())).unwrap();
+    }
+    let rate = 22_050usize;
+    let song2 = piece(2, 16, rate as u32);
+    write_wav(
+        &seeded.join("not_really_new.wav"),
+        &song2[5 * rate..17 * rate],
+        rate as u32,
+    );
+    let calibrate_seeded = |extra: &[&str]| {
+        let mut args = vec![
+            "calibrate",
+            "--index",
+            index.to_str().unwrap(),
+            seeded.to_str().unwrap(),
+            "--fpr",
+            "0.05",
+        ];
+        args.extend_from_slice(extra);
+        refrain(&args)
+    };
+    let o = calibrate_seeded(&["--dry-run"]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let suspect = err
+        .lines()
+        .find(|l| l.starts_with("refrain: suspect: "))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        suspect.contains("not_really_new.wav looks like a copy of training item")
+            && suspect.contains("song2.wav (audio 0.9999")
+            && suspect.ends_with("left out of the fit"),
+        "{suspect}"
+    );
+    assert!(err.contains("on 12 negatives"), "{err}");
+    let o = calibrate_seeded(&["--keep-suspects"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no score reaches")
+            && err.contains("nothing stored")
+            && err.contains("not_really_new.wav"),
+        "{err}"
+    );
+    assert_eq!(refrain::index::current_generation(&index).unwrap(), gen);
+
     // self-calibration needs no negatives (a dry run leaves the index as it is)
     let o = refrain(&[
         "calibrate",
