@@ -60,6 +60,9 @@ pub struct AuditConfig {
     /// Longest and largest input accepted by `check_file` and
     /// `check_samples` (the longest duration also by `check_fingerprint`).
     pub limits: decode::DecodeLimits,
+    /// Attach [`Report::evidence`] to flagged reports (for the HTML report;
+    /// costs one small similarity matrix per flagged input).
+    pub evidence: bool,
 }
 
 impl Default for AuditConfig {
@@ -72,6 +75,7 @@ impl Default for AuditConfig {
             thresholds: None,
             exclude_item: None,
             limits: decode::DecodeLimits::default(),
+            evidence: false,
         }
     }
 }
@@ -193,6 +197,11 @@ pub struct Report {
     /// outside what calibration covered, ...); empty when there is nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// What the HTML report draws for a flagged input (the best candidate's
+    /// similarity matrix, path, melody contours, landmark hits), when
+    /// [`AuditConfig::evidence`] asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<crate::evidence::Evidence>,
 }
 
 impl Report {
@@ -458,8 +467,16 @@ impl<'a> Auditor<'a> {
             thresholds: t,
             candidates,
             notes: Vec::new(),
+            evidence: None,
         };
         finish_report(&mut report, &fp.source, self.index);
+        report.notes.extend(crate::calibrate::coverage_note(
+            &report.thresholds,
+            report.duration_s,
+        ));
+        if self.config.evidence {
+            report.evidence = crate::evidence::of_report(&report, fp, &query, self.index);
+        }
         Ok(report)
     }
 

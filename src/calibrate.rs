@@ -26,7 +26,7 @@ use crate::analysis::audio_at_analysis_rate;
 use crate::audit::{AuditConfig, Auditor, Report};
 use crate::decode::Audio;
 use crate::error::{Error, ErrorKind, Result, Stage};
-use crate::index::{Index, Thresholds};
+use crate::index::{DurationRange, Index, Thresholds};
 
 /// The best audio and melody scores of one audited query.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -69,12 +69,14 @@ pub const SELF_EXCERPTS: [(f64, f64); 3] = [(30.0, 30.0), (60.0, 5.0), (90.0, 10
 /// Leave-one-out: audits excerpts of training item `item` (decoded as
 /// `audio`, at the analysis rate) against `index` with the item itself left
 /// out, so its best scores are those of music the rest of the index has not
-/// seen. Duplicates of the item elsewhere in the index will score high.
+/// seen. Duplicates of the item elsewhere in the index score high: each
+/// excerpt is returned as a [`Negative`] named `PATH [START–END s]`, so
+/// [`calibrate_set`] can name and leave out near-duplicate pairs.
 ///
 /// # Errors
 ///
-/// The errors of [`Auditor::check_audio`] on the excerpts.
-pub fn leave_one_out(index: &Index, item: usize, audio: &Audio) -> Result<Vec<BestScores>> {
+/// An [`Error`] from auditing an excerpt (stage `audit`).
+pub fn leave_one_out(index: &Index, item: usize, audio: &Audio) -> Result<Vec<Negative>> {
     let auditor = Auditor::with_config(
         index,
         AuditConfig {
@@ -84,6 +86,12 @@ pub fn leave_one_out(index: &Index, item: usize, audio: &Audio) -> Result<Vec<Be
     );
     let rate = audio.sample_rate as f64;
     let total = audio.samples.len() as f64 / rate;
+    let path = index
+        .manifest
+        .items
+        .get(item)
+        .map(|i| i.path.as_str())
+        .unwrap_or("");
     let mut out = Vec::new();
     for (start, len) in SELF_EXCERPTS {
         if total < len {
@@ -95,9 +103,320 @@ pub fn leave_one_out(index: &Index, item: usize, audio: &Audio) -> Result<Vec<Be
         let mut clip = audio_at_analysis_rate(excerpt, index.params());
         clip.source = audio.source;
         clip.source.duration_s = len;
-        out.push(BestScores::of(&auditor.check_audio(&clip)?));
+        let report = auditor.check_audio(&clip)?;
+        let name = format!("{path} [{start:.0}–{:.0} s]", start + len);
+        let mut n = Negative::of(&name, &report);
+        n.item = Some(item);
+        out.push(n);
     }
     Ok(out)
+}
+
+/// One audited calibration negative: its best scores, its length and the
+/// candidates that gave its highest same-recording and same-music scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Negative {
+    /// The input as given (a self-calibration excerpt: `PATH [START–END s]`).
+    pub input: String,
+    /// Its duration, seconds.
+    pub duration_s: f64,
+    /// Its best scores.
+    pub scores: BestScores,
+    /// The candidate with the highest `audio_score`, if any.
+    pub top_audio: Option<TopMatch>,
+    /// The candidate with the highest `melody_score`, if any.
+    pub top_melody: Option<TopMatch>,
+    /// For a self-calibration excerpt, the training item it was cut from.
+    pub item: Option<usize>,
+}
+
+/// A candidate behind one of a negative's best scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopMatch {
+    /// Item id in the index.
+    pub item: usize,
+    /// The item's path as given at index time.
+    pub path: String,
+    /// The score (audio or melody, as the field says).
+    pub score: f32,
+    /// Length of the matched stretch of the negative, seconds.
+    pub span_s: f32,
+}
+
+/// A negative whose same-recording score is at least this looks like a
+/// copy of a training item rather than a sample of the null. Scores are
+/// logistic and capped at 0.9999; 0.99 is 4.6 logits above the 0.5
+/// boundary, a landmark ratio of 3.85 against the development set's
+/// highest negative's 2.05 (score 0.07) and its weakest audible copy
+/// mixed 6 dB under other music, 3.6. The contaminated negatives that
+/// turned detection off (issue 12) all scored 0.9999.
+pub const SUSPECT_SCORE: f32 = 0.99;
+
+/// ... over a matched stretch of at least this many seconds: the shortest
+/// copy the development set tests is 5 s, and a match over less than 3 s
+/// is too short to be a copy a listener would hear, so it stays in the fit.
+pub const SUSPECT_MIN_SPAN_S: f32 = 3.0;
+
+/// No stored threshold may reach this: scores are capped at 0.9999, so a
+/// threshold of 0.999 or more flags (almost) nothing, however the
+/// negatives were chosen. A fit that lands there was pushed by negatives
+/// that copy training items, or by a training set full of duplicates.
+pub const MAX_THRESHOLD: f32 = 0.999;
+
+impl Negative {
+    /// The negative's facts from its audit report.
+    pub fn of(input: &str, report: &Report) -> Self {
+        let top = |f: fn(&crate::audit::Candidate) -> f32| {
+            report
+                .candidates
+                .iter()
+                .max_by(|a, b| f(a).total_cmp(&f(b)).then(b.item.cmp(&a.item)))
+                .map(|c| TopMatch {
+                    item: c.item,
+                    path: c.path.clone(),
+                    score: f(c),
+                    span_s: (c.query_end_s - c.query_start_s).max(0.0),
+                })
+        };
+        Negative {
+            input: input.to_string(),
+            duration_s: report.duration_s,
+            scores: BestScores::of(report),
+            top_audio: top(|c| c.audio_score),
+            top_melody: top(|c| c.melody_score),
+            item: None,
+        }
+    }
+
+    /// The training item this negative looks like a copy of: a
+    /// same-recording score of at least [`SUSPECT_SCORE`] over at least
+    /// [`SUSPECT_MIN_SPAN_S`].
+    pub fn copies(&self) -> Option<&TopMatch> {
+        self.top_audio.as_ref().filter(|m| suspect(m))
+    }
+
+    /// The training item this self-calibration excerpt nearly duplicates:
+    /// either score at least [`SUSPECT_SCORE`] over at least
+    /// [`SUSPECT_MIN_SPAN_S`] (two items that share a melody are as much a
+    /// near-duplicate pair as two copies of one recording).
+    pub fn near_duplicate(&self) -> Option<&TopMatch> {
+        self.copies()
+            .or_else(|| self.top_melody.as_ref().filter(|m| suspect(m)))
+    }
+}
+
+fn suspect(m: &TopMatch) -> bool {
+    m.score >= SUSPECT_SCORE && m.span_s >= SUSPECT_MIN_SPAN_S
+}
+
+/// Which negatives [`calibrate_set`] treats as suspects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suspects {
+    /// Negatives from outside the training set: a suspect copies a
+    /// training recording ([`Negative::copies`]).
+    Copies,
+    /// Self-calibration excerpts: a suspect nearly duplicates another
+    /// training item in either score ([`Negative::near_duplicate`]).
+    NearDuplicates,
+}
+
+/// A suspect negative: the negative and the training item it matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Suspect {
+    /// The negative (or self-calibration excerpt).
+    pub input: String,
+    /// The training item it cut from, for a self-calibration excerpt.
+    pub from_item: Option<usize>,
+    /// The training item it matches.
+    pub matches: TopMatch,
+    /// `audio` or `melody`: which score is near the cap.
+    pub score: &'static str,
+}
+
+/// What [`calibrate_set`] did: the thresholds, and the suspects it found
+/// (left out of the fit unless they were kept).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibration {
+    /// The calibrated thresholds, with the set they were measured on.
+    pub thresholds: Thresholds,
+    /// Every suspect, in input order.
+    pub suspects: Vec<Suspect>,
+    /// Whether the suspects were kept in the fit.
+    pub kept_suspects: bool,
+    /// The best scores the fit used.
+    pub used: Vec<BestScores>,
+}
+
+impl Calibration {
+    /// The distinct training-item pairs the self-calibration suspects
+    /// name, as (path, path) sorted within and between pairs.
+    pub fn pairs(&self, index: &Index) -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = self
+            .suspects
+            .iter()
+            .filter_map(|s| {
+                let a = index.manifest.items.get(s.from_item?)?.path.clone();
+                let b = s.matches.path.clone();
+                Some(if a <= b { (a, b) } else { (b, a) })
+            })
+            .collect();
+        pairs.sort();
+        pairs.dedup();
+        pairs
+    }
+}
+
+/// Calibrates on audited negatives: names every suspect (see
+/// [`Suspects`]) and leaves it out of the fit unless `keep_suspects`,
+/// fits the thresholds with [`calibrate`] on the rest, and records the
+/// set's duration range and the date (`now`).
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidInput`] (stage `calibrate`) as [`calibrate`] gives
+/// it, and when a threshold would reach [`MAX_THRESHOLD`]: the message
+/// names the negatives with the highest scores of that kind.
+pub fn calibrate_set(
+    negatives: &[Negative],
+    target_fpr: f64,
+    method: &str,
+    rule: Suspects,
+    keep_suspects: bool,
+    now: std::time::SystemTime,
+) -> Result<Calibration> {
+    let mut suspects = Vec::new();
+    let mut used: Vec<&Negative> = Vec::new();
+    for n in negatives {
+        let hit = match rule {
+            Suspects::Copies => n.copies(),
+            Suspects::NearDuplicates => n.near_duplicate(),
+        };
+        match hit {
+            Some(m) => {
+                let score = if n.copies().is_some() {
+                    "audio"
+                } else {
+                    "melody"
+                };
+                suspects.push(Suspect {
+                    input: n.input.clone(),
+                    from_item: n.item,
+                    matches: m.clone(),
+                    score,
+                });
+                if keep_suspects {
+                    used.push(n);
+                }
+            }
+            None => used.push(n),
+        }
+    }
+    let scores: Vec<BestScores> = used.iter().map(|n| n.scores).collect();
+    let mut t = calibrate(&scores, target_fpr, method).map_err(|e| {
+        // name the negatives behind an unreachable threshold
+        let msg = e.to_string();
+        if !msg.contains("no score reaches") {
+            return e;
+        }
+        let top = |f: fn(&BestScores) -> f32| {
+            let mut v: Vec<&&Negative> = used.iter().collect();
+            v.sort_by(|a, b| f(&b.scores).total_cmp(&f(&a.scores)));
+            v.iter()
+                .take(3)
+                .map(|n| format!("{} ({:.4})", n.input, f(&n.scores)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Error::new(
+            Stage::Calibrate,
+            ErrorKind::InvalidInput(format!(
+                "{msg}; the highest audio scores: {}; the highest melody scores: {}",
+                top(|s| s.audio),
+                top(|s| s.melody)
+            )),
+        )
+    })?;
+    let durations: Vec<f32> = used.iter().map(|n| n.duration_s as f32).collect();
+    let q = quantiles(&durations, &[0.0, 0.5, 1.0]);
+    t.durations_s = Some(DurationRange {
+        min: q[0] as f64,
+        median: q[1] as f64,
+        max: q[2] as f64,
+    });
+    t.calibrated_at = Some(humantime::format_rfc3339_seconds(now).to_string());
+    t.excluded_suspects = if keep_suspects { 0 } else { suspects.len() };
+    Ok(Calibration {
+        thresholds: t,
+        suspects,
+        kept_suspects: keep_suspects,
+        used: scores,
+    })
+}
+
+/// Label of thresholds set by the caller (a command-line flag, an
+/// argument in Python): no false-positive rate is claimed for them.
+pub const METHOD_CALLER: &str = "caller";
+
+/// The thresholds `base` with the caller's `audio` and `melody` overrides
+/// (either may be absent). Any override makes the result
+/// [`METHOD_CALLER`], with every calibration claim removed: the rate
+/// `base` was calibrated for holds only for `base`'s pair of thresholds.
+/// Without an override, `base` is returned as it is.
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidInput`] (stage `audit`) when an override is not a
+/// number in [0, 1] (scores are in [0, 1]: below 0 everything flags, above
+/// 1 nothing does).
+pub fn set_by_caller(
+    base: &Thresholds,
+    audio: Option<f32>,
+    melody: Option<f32>,
+) -> Result<Thresholds> {
+    for (name, v) in [("audio", audio), ("melody", melody)] {
+        if let Some(v) = v {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Error::new(
+                    Stage::Audit,
+                    ErrorKind::InvalidInput(format!(
+                        "the {name} threshold {v} is outside [0, 1]: scores are in [0, 1], so it would flag everything or nothing"
+                    )),
+                ));
+            }
+        }
+    }
+    if audio.is_none() && melody.is_none() {
+        return Ok(base.clone());
+    }
+    Ok(Thresholds {
+        audio: audio.unwrap_or(base.audio),
+        melody: melody.unwrap_or(base.melody),
+        method: METHOD_CALLER.to_string(),
+        ..Thresholds::default()
+    })
+}
+
+/// What a reader must know when an input of `duration_s` seconds lies
+/// outside the durations `t` was calibrated on: its false-positive rate
+/// was not measured at that length. `None` inside the range, or when `t`
+/// records no range.
+pub fn coverage_note(t: &Thresholds, duration_s: f64) -> Option<String> {
+    let r = t.durations_s?;
+    // compared at the 0.1 s the note prints
+    let d = (duration_s * 10.0).round() / 10.0;
+    if d < (r.min * 10.0).round() / 10.0 {
+        Some(format!(
+            "the input ({duration_s:.1} s) is shorter than every calibration negative ({:.1}–{:.1} s): the false-positive rate was not measured at this length",
+            r.min, r.max
+        ))
+    } else if d > (r.max * 10.0).round() / 10.0 {
+        Some(format!(
+            "the input ({duration_s:.1} s) is longer than every calibration negative ({:.1}–{:.1} s): the false-positive rate was not measured at this length",
+            r.min, r.max
+        ))
+    } else {
+        None
+    }
 }
 
 /// Logits beyond this are clamped (scores of exactly 0 or 1).
@@ -116,12 +435,15 @@ pub const MIN_THRESHOLD: f32 = 0.3;
 
 /// Thresholds for `target_fpr` from the best scores of `negatives` (never
 /// below [`MIN_THRESHOLD`]), with the achieved rate and its 95 % upper
-/// bound. `method` labels the result.
+/// bound. `method` labels the result. [`calibrate_set`] adds the suspect
+/// screen, the durations and the date.
 ///
 /// # Errors
 ///
-/// [`ErrorKind::InvalidInput`] (at [`Stage::Calibrate`]) when there are no
-/// negatives or `target_fpr` is not in (0, 1).
+/// [`ErrorKind::InvalidInput`] (stage `calibrate`) when `target_fpr` is
+/// not in (0, 1), with fewer than 2 negatives, and when a threshold would
+/// reach [`MAX_THRESHOLD`] ("no score reaches"): such a threshold is
+/// refused, never returned.
 pub fn calibrate(negatives: &[BestScores], target_fpr: f64, method: &str) -> Result<Thresholds> {
     if !(target_fpr > 0.0 && target_fpr < 1.0) {
         return Err(Error::new(
@@ -149,9 +471,18 @@ pub fn calibrate(negatives: &[BestScores], target_fpr: f64, method: &str) -> Res
         method: method.to_string(),
         target_fpr: Some(target_fpr),
         negatives: negatives.len(),
-        fpr_upper_95: None,
-        flagged_negatives: None,
+        ..Thresholds::default()
     };
+    for (name, x) in [("audio", t.audio), ("melody", t.melody)] {
+        if x >= MAX_THRESHOLD {
+            return Err(Error::new(
+                Stage::Calibrate,
+                ErrorKind::InvalidInput(format!(
+                    "the {name} threshold would be {x:.4}, which no score reaches (scores stop at 0.9999), so nothing would ever be flagged; not stored: the negatives probably hold copies of training items (or, with --self, the training set holds near-duplicates): remove them"
+                )),
+            ));
+        }
+    }
     let k = negatives.iter().filter(|s| s.flagged_by(&t)).count();
     t.flagged_negatives = Some(k);
     t.fpr_upper_95 = Some(clopper_pearson_upper(k, negatives.len(), 0.95));
@@ -163,17 +494,41 @@ pub fn calibrate(negatives: &[BestScores], target_fpr: f64, method: &str) -> Res
 /// positives on 70 negatives: 0 flagged, at most 4.2 % with 95 % confidence)".
 pub fn describe(t: &Thresholds) -> String {
     let how = match (t.target_fpr, t.fpr_upper_95) {
-        (Some(f), Some(up)) => format!(
-            "{} for {:.1} % false positives on {} negatives: {} flagged, at most {:.1} % with 95 % confidence",
-            t.method,
-            100.0 * f,
-            t.negatives,
-            t.flagged_negatives
-                .map(|k| k.to_string())
-                .unwrap_or_else(|| "?".into()),
-            100.0 * up
+        (Some(f), Some(up)) => {
+            let mut s = format!(
+                "{} for {:.1} % false positives on {} negatives: {} flagged, at most {:.1} % with 95 % confidence",
+                t.method,
+                100.0 * f,
+                t.negatives,
+                t.flagged_negatives
+                    .map(|k| k.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                100.0 * up
+            );
+            if let Some(d) = t.durations_s {
+                s.push_str(&format!(
+                    "; negatives {:.1}–{:.1} s long (median {:.1} s)",
+                    d.min, d.max, d.median
+                ));
+            }
+            if t.excluded_suspects > 0 {
+                s.push_str(&format!(
+                    "; {} suspected copies left out",
+                    t.excluded_suspects
+                ));
+            }
+            if let Some(at) = &t.calibrated_at {
+                s.push_str(&format!("; on {}", at.get(..10).unwrap_or(at)));
+            }
+            s
+        }
+        _ if t.method == METHOD_CALLER => {
+            "set by the caller: no false-positive rate is claimed for them".to_string()
+        }
+        _ => format!(
+            "{}; false-positive rate not calibrated: run `refrain calibrate`",
+            t.method
         ),
-        _ => format!("{}; false-positive rate not calibrated: run `refrain calibrate`", t.method),
     };
     let floor = |x: f32| {
         if t.target_fpr.is_some() && x == MIN_THRESHOLD {
@@ -399,6 +754,228 @@ mod tests {
         // and its empirical rate is close to 1 %
         let k = s.iter().filter(|&&x| x as f64 >= t).count();
         assert!((28..=52).contains(&k), "{k}");
+    }
+
+    use crate::analysis::Analyzer;
+    use crate::index::IndexBuilder;
+    use crate::params::AnalysisParams;
+    use crate::synth::{self, Render, Timbre};
+
+    fn analysis_audio(x: Vec<f32>) -> Audio {
+        audio_at_analysis_rate(x, &AnalysisParams::default())
+    }
+
+    fn index_of(songs: &[(String, Vec<f32>)]) -> Index {
+        let p = AnalysisParams::default();
+        let mut b = IndexBuilder::new(&p);
+        for (i, (name, x)) in songs.iter().enumerate() {
+            let fp = Analyzer::new(&p)
+                .analyze(&analysis_audio(x.clone()))
+                .unwrap();
+            b.add(name, &format!("hash{i}"), &fp).unwrap();
+        }
+        b.build()
+    }
+
+    fn negative(auditor: &Auditor, name: &str, x: Vec<f32>) -> Negative {
+        Negative::of(name, &auditor.check_audio(&analysis_audio(x)).unwrap())
+    }
+
+    #[test]
+    fn seeded_copies_are_named_and_left_out_and_the_thresholds_stay() {
+        let songs: Vec<(String, Vec<f32>)> = (1..=6u64)
+            .map(|seed| {
+                let r = Render {
+                    melody: Timbre::Piano,
+                    accompaniment: Timbre::Pluck,
+                    ..Render::default()
+                };
+                (
+                    format!("song{seed}.wav"),
+                    synth::render(&synth::compose(seed, 16), &r),
+                )
+            })
+            .collect();
+        let index = index_of(&songs);
+        let auditor = Auditor::new(&index);
+        // clean negatives: 10 s of 24 other pieces, in other timbres
+        let clean: Vec<Negative> = (300..324u64)
+            .map(|seed| {
+                let r = Render {
+                    melody: Timbre::Organ,
+                    accompaniment: Timbre::Strings,
+                    duration_s: Some(10.0),
+                    ..Render::default()
+                };
+                let x = synth::render(&synth::compose(seed, 8), &r);
+                negative(&auditor, &format!("neg{seed}.wav"), x)
+            })
+            .collect();
+        assert!(clean.iter().all(|n| n.copies().is_none()), "{clean:?}");
+        // seeded: four of them are really 12 s excerpts of training songs,
+        // with noise
+        let mut seeded = clean.clone();
+        let rate = AnalysisParams::default().sample_rate as usize;
+        for (k, song) in [1usize, 2, 4, 5].into_iter().enumerate() {
+            let mut x = songs[song].1[(4 + 3 * k) * rate..(16 + 3 * k) * rate].to_vec();
+            synth::add_noise(&mut x, 20.0, k as u64);
+            seeded.insert(5 * k, negative(&auditor, &format!("copy{k}.wav"), x));
+        }
+        let now = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_764_700_000);
+        let fit = |set: &[Negative], keep: bool| {
+            calibrate_set(set, 0.1, METHOD_NEGATIVES, Suspects::Copies, keep, now)
+        };
+        let a = fit(&clean, false).unwrap();
+        let b = fit(&seeded, false).unwrap();
+        // every seeded copy named, with the song it copies, and nothing else
+        let named: Vec<(&str, &str)> = b
+            .suspects
+            .iter()
+            .map(|s| (s.input.as_str(), s.matches.path.as_str()))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("copy0.wav", "song2.wav"),
+                ("copy1.wav", "song3.wav"),
+                ("copy2.wav", "song5.wav"),
+                ("copy3.wav", "song6.wav")
+            ]
+        );
+        assert!(a.suspects.is_empty());
+        let (ta, tb) = (&a.thresholds, &b.thresholds);
+        assert!((ta.audio - tb.audio).abs() <= 0.01, "{ta:?} {tb:?}");
+        assert!((ta.melody - tb.melody).abs() <= 0.01, "{ta:?} {tb:?}");
+        assert_eq!(
+            (ta.negatives, tb.negatives, tb.excluded_suspects),
+            (24, 24, 4)
+        );
+        // the set is on record: its lengths and the date
+        let d = tb.durations_s.unwrap();
+        assert!(
+            (d.min - 10.0).abs() < 0.05 && (d.max - 10.0).abs() < 0.05,
+            "{d:?}"
+        );
+        assert_eq!(tb.calibrated_at.as_deref(), Some("2025-12-02T18:26:40Z"));
+        assert!(
+            describe(tb).contains("4 suspected copies left out"),
+            "{}",
+            describe(tb)
+        );
+        // kept in the fit, the copies push the audio threshold to the cap,
+        // and such a threshold is refused, naming the copies
+        let e = fit(&seeded, true).unwrap_err().to_string();
+        assert!(e.contains("no score reaches") && e.contains("copy"), "{e}");
+        // an audit notes an input longer than every negative
+        let note = coverage_note(tb, 30.0).unwrap();
+        assert!(
+            note.contains("longer than every calibration negative (10.0–10.0 s)"),
+            "{note}"
+        );
+        assert!(coverage_note(tb, 10.0).is_none());
+        assert!(coverage_note(tb, 3.0).unwrap().contains("shorter"));
+    }
+
+    #[test]
+    fn self_calibration_names_two_training_items_that_share_a_melody() {
+        // seven songs of 24 bars (over 60 s); songs a and b are one piece in
+        // two arrangements
+        let render = |seed: u64, melody: Timbre, accompaniment: Timbre| {
+            synth::render(
+                &synth::compose(seed, 24),
+                &Render {
+                    melody,
+                    accompaniment,
+                    ..Render::default()
+                },
+            )
+        };
+        let mut songs: Vec<(String, Vec<f32>)> = (11..=15u64)
+            .map(|s| {
+                (
+                    format!("song{s}.wav"),
+                    render(s, Timbre::Piano, Timbre::Pluck),
+                )
+            })
+            .collect();
+        songs.push(("a.wav".into(), render(7, Timbre::Piano, Timbre::Pluck)));
+        songs.push(("b.wav".into(), render(7, Timbre::Piano, Timbre::Organ)));
+        let index = index_of(&songs);
+        let mut excerpts = Vec::new();
+        for (i, (_, x)) in songs.iter().enumerate() {
+            excerpts.extend(leave_one_out(&index, i, &analysis_audio(x.clone())).unwrap());
+        }
+        assert_eq!(excerpts.len(), 7 * 3);
+        let now = std::time::SystemTime::now();
+        let cal = calibrate_set(
+            &excerpts,
+            0.1,
+            METHOD_SELF,
+            Suspects::NearDuplicates,
+            false,
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            cal.pairs(&index),
+            [("a.wav".to_string(), "b.wav".to_string())]
+        );
+        // the pair's excerpts are out of the null; the thresholds are usable
+        assert!(cal
+            .suspects
+            .iter()
+            .all(|s| s.input.starts_with("a.wav") || s.input.starts_with("b.wav")));
+        assert_eq!(cal.thresholds.negatives + cal.suspects.len(), 21);
+        assert!(cal.thresholds.melody < MAX_THRESHOLD && cal.thresholds.audio < MAX_THRESHOLD);
+    }
+
+    #[test]
+    fn thresholds_stored_before_the_calibration_record_still_read() {
+        // a manifest's thresholds as indexes written before this version hold them
+        let old = r#"{"audio": 0.3, "melody": 0.32, "method": "calibrated", "target_fpr": 0.01,
+                      "negatives": 70, "fpr_upper_95": 0.042, "flagged_negatives": 0}"#;
+        let t: Thresholds = serde_json::from_str(old).unwrap();
+        assert_eq!((t.audio, t.negatives, t.excluded_suspects), (0.3, 70, 0));
+        assert!(t.durations_s.is_none() && t.calibrated_at.is_none());
+        assert!(coverage_note(&t, 3600.0).is_none());
+        // and what this version writes adds only fields with defaults
+        let back: Thresholds = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+        assert!(!serde_json::to_string(&t).unwrap().contains("durations_s"));
+    }
+
+    #[test]
+    fn caller_thresholds_are_checked_and_claim_no_calibration() {
+        let calibrated = Thresholds {
+            audio: 0.4,
+            melody: 0.6,
+            method: METHOD_NEGATIVES.into(),
+            target_fpr: Some(0.01),
+            negatives: 149,
+            fpr_upper_95: Some(0.02),
+            flagged_negatives: Some(1),
+            ..Thresholds::default()
+        };
+        for bad in [-1.0, 1.5, f32::NAN, f32::INFINITY] {
+            let e = set_by_caller(&calibrated, Some(bad), None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("outside [0, 1]"), "{e}");
+            assert!(set_by_caller(&calibrated, None, Some(bad)).is_err());
+        }
+        assert_eq!(set_by_caller(&calibrated, None, None).unwrap(), calibrated);
+        let t = set_by_caller(&calibrated, Some(0.8), None).unwrap();
+        assert_eq!(
+            (t.audio, t.melody, t.method.as_str()),
+            (0.8, 0.6, METHOD_CALLER)
+        );
+        assert_eq!((t.target_fpr, t.fpr_upper_95, t.negatives), (None, None, 0));
+        let d = describe(&t);
+        assert!(
+            d.contains("set by the caller") && !d.contains("false positives on"),
+            "{d}"
+        );
+        assert!(coverage_note(&t, 1000.0).is_none());
     }
 
     #[test]

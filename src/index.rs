@@ -56,7 +56,8 @@ pub struct Thresholds {
     pub audio: f32,
     /// Flag when `melody_score` ≥ this.
     pub melody: f32,
-    /// How they were set: `default` or `calibrated`.
+    /// How they were set: `default`, `calibrated`, `self-calibrated
+    /// (leave-one-out)` or `caller` (see [`crate::calibrate`]).
     pub method: String,
     /// The false-positive rate they were calibrated for, if calibrated.
     pub target_fpr: Option<f64>,
@@ -67,6 +68,36 @@ pub struct Thresholds {
     /// How many of the calibration negatives these thresholds flag.
     #[serde(default)]
     pub flagged_negatives: Option<usize>,
+    /// When they were calibrated (RFC 3339, UTC, to the second); `None`
+    /// for default or caller-set thresholds and for indexes written before
+    /// it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrated_at: Option<String>,
+    /// Durations of the negatives calibration measured (seconds): an audit
+    /// notes inputs outside this range (see
+    /// [`crate::calibrate::coverage_note`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durations_s: Option<DurationRange>,
+    /// Negatives left out of the fit because they look like copies of a
+    /// training item (or, for self-calibration, excerpts of near-duplicate
+    /// training items); `negatives` counts the others.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub excluded_suspects: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The spread of a set of durations, seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DurationRange {
+    /// Shortest.
+    pub min: f64,
+    /// Median (nearest rank).
+    pub median: f64,
+    /// Longest.
+    pub max: f64,
 }
 
 impl Default for Thresholds {
@@ -79,6 +110,9 @@ impl Default for Thresholds {
             negatives: 0,
             fpr_upper_95: None,
             flagged_negatives: None,
+            calibrated_at: None,
+            durations_s: None,
+            excluded_suspects: 0,
         }
     }
 }

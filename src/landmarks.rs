@@ -604,6 +604,50 @@ impl LandmarkIndex {
             background: BACKGROUND_FLOOR,
         }
     }
+
+    /// The (query frame, item frame) anchor pairs of `query`'s hashes
+    /// found in `item` within that item's best offset window
+    /// ([`OFFSET_WINDOW`] frames wide, the window [`LandmarkIndex::search`]
+    /// counts), sorted by query frame: what a reviewer plots to see a
+    /// copied recording as a diagonal. Empty when no hash is found. Hashes
+    /// with more than [`MAX_LIST`] postings are skipped, as in the search.
+    pub fn hits(&self, query: &[Landmark], item: u32) -> Vec<(u32, u32)> {
+        let mut pairs: Vec<(i64, u32, u32)> = Vec::new();
+        for l in query {
+            let h = l.hash as usize;
+            let Some(s) = self.starts.get(h..h + 2) else {
+                continue;
+            };
+            let n = (s[1] - s[0]) as usize;
+            if n == 0 || n > MAX_LIST {
+                continue;
+            }
+            for p in &self.postings[s[0] as usize..s[1] as usize] {
+                if p.item == item {
+                    pairs.push((p.frame as i64 - l.frame as i64, l.frame, p.frame));
+                }
+            }
+        }
+        pairs.sort_unstable();
+        // the window of offsets [o, o + OFFSET_WINDOW) holding the most pairs
+        let (mut best, mut best_n, mut j) = ((0, 0), 0, 0);
+        for i in 0..pairs.len() {
+            while pairs[i].0 - pairs[j].0 >= OFFSET_WINDOW {
+                j += 1;
+            }
+            if i + 1 - j > best_n {
+                best_n = i + 1 - j;
+                best = (j, i + 1);
+            }
+        }
+        let mut out: Vec<(u32, u32)> = pairs[best.0..best.1]
+            .iter()
+            .map(|&(_, q, c)| (q, c))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 #[cfg(test)]

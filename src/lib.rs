@@ -22,7 +22,11 @@ pub mod chroma;
 pub mod decode;
 pub mod embed;
 pub mod eval;
+pub mod evidence;
+pub mod excerpt;
 pub mod fingerprint;
+#[cfg(feature = "html")]
+pub mod html;
 pub mod index;
 pub mod inputs;
 pub mod landmarks;

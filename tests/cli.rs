@@ -192,7 +192,7 @@ fn index_then_audit_end_to_end_with_the_exact_csv_header() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "input,verdict,match,audio_score,melody_score,query_start_s,query_end_s,match_start_s,match_end_s,transpose_semitones,tempo_ratio,error"
+        "input,verdict,match,audio_score,melody_score,query_start_s,query_end_s,match_start_s,match_end_s,transpose_semitones,tempo_ratio,error,reason,audio_threshold,melody_threshold,note"
     );
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 3, "{csv}");
@@ -203,6 +203,36 @@ fn index_then_audit_end_to_end_with_the_exact_csv_header() {
     );
     assert!(row("original.wav").contains(",pass,"), "{csv}");
     assert!(row("broken.flac").contains(",error,"), "{csv}");
+    // the appended columns: why it flags, the thresholds it was judged by
+    let fields = |name: &str| row(name).split(',').map(String::from).collect::<Vec<_>>();
+    let copy = fields("copy.wav");
+    assert_eq!(copy.len(), 16, "{csv}");
+    assert!(copy[12].starts_with("audio"), "{csv}");
+    assert_eq!(
+        (copy[13].as_str(), copy[14].as_str()),
+        ("0.5000", "0.5000"),
+        "{csv}"
+    );
+    let original = fields("original.wav");
+    assert_eq!(original[12], "", "{csv}");
+    assert!(row("broken.flac").ends_with(",,,,"), "{csv}");
+
+    // --summary-out: the summary in a file, not on standard error
+    let summary = dir.path().join("summary.txt");
+    let o = refrain(&[
+        "audit",
+        "--index",
+        index.to_str().unwrap(),
+        q.join("copy.wav").to_str().unwrap(),
+        "--out",
+        csv_path.to_str().unwrap(),
+        "--summary-out",
+        summary.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(!text(&o.stderr).contains("memorization rate"));
+    let s = std::fs::read_to_string(&summary).unwrap();
+    assert!(s.starts_with("summary over 1 audited input(s):"), "{s}");
 
     // JSON carries the candidates and the thresholds
     let o = refrain(&[
@@ -221,6 +251,35 @@ fn index_then_audit_end_to_end_with_the_exact_csv_header() {
     assert!(v["thresholds"]["audio"].is_number());
     let cands = v["results"][0]["candidates"].as_array().unwrap();
     assert!(!cands.is_empty() && cands.len() <= 3);
+
+    // overrides outside [0, 1] are refused; one inside claims no calibration
+    let copy = q.join("copy.wav");
+    for bad in ["--audio-threshold=-1", "--melody-threshold=1.5"] {
+        let o = refrain(&[
+            "audit",
+            "--index",
+            index.to_str().unwrap(),
+            copy.to_str().unwrap(),
+            bad,
+        ]);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains("outside [0, 1]"), "{bad}: {err}");
+    }
+    let o = refrain(&[
+        "audit",
+        "--index",
+        index.to_str().unwrap(),
+        copy.to_str().unwrap(),
+        "--audio-threshold",
+        "0.9",
+    ]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("thresholds audio 0.900, melody 0.500 (set by the caller: no false-positive rate is claimed for them)"),
+        "{err}"
+    );
 
     // --add skips what is already there and appends the rest
     let more = dir.path().join("more");
@@ -254,6 +313,31 @@ fn demo_runs_and_flags_its_copies() {
         }
         if line.contains("_original_") {
             assert!(line.contains(",pass,"), "{line}");
+        }
+    }
+    // for a reader, one line per clip: a flag copies its item, a pass only
+    // names the nearest one
+    let err = text(&o.stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("  flag  ") || l.starts_with("  pass  "))
+        .collect();
+    assert_eq!(lines.len(), 7, "{err}");
+    for l in lines {
+        let rest = l[8..]
+            .split_once(' ')
+            .map(|x| x.1.trim_start())
+            .unwrap_or("");
+        if l.starts_with("  flag") {
+            assert!(
+                rest.starts_with("copies  song") && rest.contains("audio"),
+                "{l}"
+            );
+        } else {
+            assert!(
+                rest.starts_with("nearest song") && !l.contains("copies"),
+                "{l}"
+            );
         }
     }
 }
@@ -354,6 +438,58 @@ fn calibrate_eval_and_memorization_end_to_end() {
     let up = t["fpr_upper_95"].as_f64().unwrap();
     assert!((up - (1.0 - 0.05f64.powf(1.0 / 12.0))).abs() < 1e-9, "{t}");
 
+    // a negative that is really an excerpt of a training song is named and
+    // left out; kept in, it would push the audio threshold to the cap, and
+    // that threshold is refused, with nothing stored
+    let seeded = dir.path().join("seeded");
+    std::fs::create_dir_all(&seeded).unwrap();
+    for e in std::fs::read_dir(dev.join("neg")).unwrap().flatten() {
+        std::fs::copy(e.path(), seeded.join(e.file_name())).unwrap();
+    }
+    let rate = 22_050usize;
+    let song2 = piece(2, 16, rate as u32);
+    write_wav(
+        &seeded.join("not_really_new.wav"),
+        &song2[5 * rate..17 * rate],
+        rate as u32,
+    );
+    let calibrate_seeded = |extra: &[&str]| {
+        let mut args = vec![
+            "calibrate",
+            "--index",
+            index.to_str().unwrap(),
+            seeded.to_str().unwrap(),
+            "--fpr",
+            "0.05",
+        ];
+        args.extend_from_slice(extra);
+        refrain(&args)
+    };
+    let o = calibrate_seeded(&["--dry-run"]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let suspect = err
+        .lines()
+        .find(|l| l.starts_with("refrain: suspect: "))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        suspect.contains("not_really_new.wav looks like a copy of training item")
+            && suspect.contains("song2.wav (audio 0.9999")
+            && suspect.ends_with("left out of the fit"),
+        "{suspect}"
+    );
+    assert!(err.contains("on 12 negatives"), "{err}");
+    let o = calibrate_seeded(&["--keep-suspects"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no score reaches")
+            && err.contains("nothing stored")
+            && err.contains("not_really_new.wav"),
+        "{err}"
+    );
+    assert_eq!(refrain::index::current_generation(&index).unwrap(), gen);
+
     // self-calibration needs no negatives (a dry run leaves the index as it is)
     let o = refrain(&[
         "calibrate",
@@ -385,9 +521,34 @@ fn calibrate_eval_and_memorization_end_to_end() {
         dev.join("neg").to_str().unwrap(),
         "--out",
         table.to_str().unwrap(),
+        "--report",
+        dir.path().join("per-input.csv").to_str().unwrap(),
+        "--html",
+        dir.path().join("mem.html").to_str().unwrap(),
     ]);
     let (out, err) = (text(&o.stdout), text(&o.stderr));
     assert!(o.status.success(), "{out}\n{err}");
+    // the per-input report says which set each row belongs to
+    let per = std::fs::read_to_string(dir.path().join("per-input.csv")).unwrap();
+    assert!(per.lines().next().unwrap().ends_with(",note,set"), "{per}");
+    let sets: Vec<&str> = per
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap())
+        .collect();
+    assert_eq!(
+        sets.iter().filter(|s| **s == "generated").count(),
+        2,
+        "{per}"
+    );
+    assert_eq!(
+        sets.iter().filter(|s| **s == "reference").count(),
+        12,
+        "{per}"
+    );
+    let page = std::fs::read_to_string(dir.path().join("mem.html")).unwrap();
+    assert!(page.contains("best audio score") && page.contains("flag rates with 95 % intervals"));
+    assert!(!page.contains("plot not drawn"));
     let rows = std::fs::read_to_string(&table).unwrap();
     let either = |set: &str| {
         rows.lines()

@@ -287,19 +287,13 @@ impl Index {
         audio_threshold: Option<f32>,
         melody_threshold: Option<f32>,
     ) -> PyResult<Auditor> {
-        let mut t: Thresholds = self.inner.manifest.thresholds.clone();
-        for (name, v) in [("audio", audio_threshold), ("melody", melody_threshold)] {
-            if let Some(v) = v {
-                if !(0.0..=1.0).contains(&v) {
-                    return Err(value_err(format!("{name}_threshold {v} is outside [0, 1]")));
-                }
-            }
-        }
-        if audio_threshold.is_some() || melody_threshold.is_some() {
-            t.audio = audio_threshold.unwrap_or(t.audio);
-            t.melody = melody_threshold.unwrap_or(t.melody);
-            t.method = "caller".into();
-        }
+        // refused outside [0, 1]; an override carries no calibration claim
+        let t: Thresholds = refrain_lib::calibrate::set_by_caller(
+            &self.inner.manifest.thresholds,
+            audio_threshold,
+            melody_threshold,
+        )
+        .map_err(|e| value_err(e.to_string()))?;
         Ok(Auditor {
             index: self.inner.clone(),
             config: AuditConfig {

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use refrain::audit::{AuditConfig, Auditor};
 use refrain::index::{Index, Thresholds};
 use refrain::inputs;
-use refrain::report::{self, Outcome};
+use refrain::report::{self, IndexInfo, Outcome};
 
 /// Report formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -44,9 +44,20 @@ pub struct Config {
     /// Override the index's melody-score threshold.
     #[arg(long)]
     pub melody_threshold: Option<f32>,
-    /// Print the batch's memorization rate and score distributions.
+    /// Print the batch's memorization rate and score distributions (to
+    /// standard error).
     #[arg(long)]
     pub summary: bool,
+    /// Write that summary to this file instead of standard error.
+    #[arg(long, value_name = "FILE")]
+    pub summary_out: Option<PathBuf>,
+    /// Also write the self-contained HTML report (summary, sortable table,
+    /// evidence panels with audio excerpts) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Print one line per input for a reader (the demo does).
+    #[arg(skip)]
+    pub verdicts: bool,
     #[command(flatten)]
     pub batch: super::limits::BatchArgs,
 }
@@ -54,21 +65,20 @@ pub struct Config {
 pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let index = Index::open(&cfg.index)?;
-    let mut thresholds: Thresholds = index.manifest.thresholds.clone();
-    if let Some(a) = cfg.audio_threshold {
-        thresholds.audio = a;
-        thresholds.method = "command line".into();
-    }
-    if let Some(m) = cfg.melody_threshold {
-        thresholds.melody = m;
-        thresholds.method = "command line".into();
-    }
+    let thresholds: Thresholds = refrain::calibrate::set_by_caller(
+        &index.manifest.thresholds,
+        cfg.audio_threshold,
+        cfg.melody_threshold,
+    )
+    .context("--audio-threshold / --melody-threshold")?;
     let auditor = Auditor::with_config(
         &index,
         AuditConfig {
             top_k: cfg.top.max(1),
             thresholds: Some(thresholds.clone()),
             limits: cfg.batch.limits(),
+            // the JSON and the HTML report carry what the panels draw
+            evidence: cfg.format == Format::Json || cfg.html.is_some(),
             ..AuditConfig::default()
         },
     );
@@ -82,6 +92,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let info = IndexInfo {
+        items: index.len(),
+        hours: index.hours(),
+        format_version: index.manifest.format_version,
+    };
     let mut sink: Box<dyn Write> = match &cfg.out {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
@@ -94,6 +109,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             report::write_json(
                 &mut sink,
                 &cfg.index.display().to_string(),
+                Some(&info),
                 &thresholds,
                 &outcomes,
             )?;
@@ -102,6 +118,17 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     }
     sink.flush()?;
     drop(sink);
+    if let Some(p) = &cfg.html {
+        let doc = report::AuditDocument {
+            format: "refrain-audit".into(),
+            version: report::JSON_VERSION,
+            index: cfg.index.display().to_string(),
+            index_info: Some(info.clone()),
+            thresholds: thresholds.clone(),
+            results: outcomes.clone(),
+        };
+        super::report::write_html(&doc, p, &cfg.batch.limits())?;
+    }
     let flagged = outcomes.iter().filter(|o| o.verdict() == "flag").count();
     for o in &outcomes {
         for n in o.report.iter().flat_map(|r| &r.notes) {
@@ -109,7 +136,13 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         }
     }
     let errors = print_errors(&outcomes, &failures);
-    if cfg.summary {
+    if cfg.verdicts {
+        eprint!("\n{}\n", super::summary::verdict_lines(&outcomes));
+    }
+    if let Some(p) = &cfg.summary_out {
+        std::fs::write(p, super::summary::render(&outcomes, &thresholds))
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    } else if cfg.summary {
         eprint!("{}", super::summary::render(&outcomes, &thresholds));
     }
     eprintln!(

@@ -1,4 +1,4 @@
-//! `refrain calibrate --index INDEX_DIR [NEGATIVES...] [--fpr 0.01] [--self]`
+//! `refrain calibrate --index INDEX_DIR [NEGATIVES...] [--fpr 0.01] [--self] [--keep-suspects]`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use rayon::prelude::*;
 use refrain::audit::{AuditConfig, Auditor};
-use refrain::calibrate::{self, BestScores};
+use refrain::calibrate::{self, BestScores, Calibration, Negative, Suspects};
 use refrain::decode::DecodeLimits;
 use refrain::index::Index;
 use refrain::{decode, Error};
@@ -31,6 +31,11 @@ pub struct Config {
     /// Compute and print the thresholds without storing them.
     #[arg(long)]
     pub dry_run: bool,
+    /// Keep negatives that look like copies of a training item (with
+    /// --self: excerpts of near-duplicate training items) in the fit; by
+    /// default they are named and left out.
+    #[arg(long)]
+    pub keep_suspects: bool,
     #[command(flatten)]
     pub batch: super::limits::BatchArgs,
 }
@@ -42,9 +47,9 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     );
     let t0 = Instant::now();
     let mut index = Index::open(&cfg.index)?;
-    let (scores, failed, method) = if cfg.self_ {
+    let (negatives, failed, method, rule) = if cfg.self_ {
         let (s, f) = self_scores(&index, cfg.batch.threads, &cfg.batch.limits())?;
-        (s, f, calibrate::METHOD_SELF)
+        (s, f, calibrate::METHOD_SELF, Suspects::NearDuplicates)
     } else {
         let (s, f) = negative_scores(
             &index,
@@ -52,7 +57,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             cfg.batch.threads,
             &cfg.batch.limits(),
         )?;
-        (s, f, calibrate::METHOD_NEGATIVES)
+        (s, f, calibrate::METHOD_NEGATIVES, Suspects::Copies)
     };
     report_skipped(&failed);
     if cfg.self_ && !failed.is_empty() {
@@ -60,15 +65,24 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             "refrain: hint: --self decodes the training files from the paths they were indexed with: run it where those paths resolve"
         );
     }
-    let t = calibrate::calibrate(&scores, cfg.fpr, method)
-        .with_context(|| format!("calibrating {}", cfg.index.display()))?;
-    super::print_out(&format!("{}\n", render(&scores, &t)))?;
+    let cal = calibrate::calibrate_set(
+        &negatives,
+        cfg.fpr,
+        method,
+        rule,
+        cfg.keep_suspects,
+        std::time::SystemTime::now(),
+    )
+    .with_context(|| format!("calibrating {}: nothing stored", cfg.index.display()))?;
+    report_suspects(&cal, &index);
+    let t = &cal.thresholds;
+    super::print_out(&format!("{}\n", render(&cal.used, t)))?;
     // with none flagged, the 95 % bound reaches the target only from about 3 / fpr negatives
     let enough = (3.0 / cfg.fpr).ceil() as usize;
-    if scores.len() < enough {
+    if cal.used.len() < enough {
         eprintln!(
             "refrain: hint: {} negatives cannot show a rate as low as {:.1} %: use at least {enough} for the upper bound to reach it",
-            scores.len(),
+            cal.used.len(),
             100.0 * cfg.fpr
         );
     }
@@ -81,10 +95,10 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     eprintln!(
         "calibrated {} on {} negative(s) in {:.1} s, {} failed; {}{}",
         cfg.index.display(),
-        scores.len(),
+        cal.used.len(),
         t0.elapsed().as_secs_f64(),
         failed.len(),
-        calibrate::describe(&t),
+        calibrate::describe(t),
         if cfg.dry_run {
             " (dry run: nothing stored)"
         } else {
@@ -98,6 +112,41 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// One line per suspect negative (or near-duplicate training pair) and
+/// what was done with it.
+pub fn report_suspects(cal: &Calibration, index: &Index) {
+    if cal.suspects.is_empty() {
+        return;
+    }
+    let done = if cal.kept_suspects {
+        "kept in the fit (--keep-suspects)"
+    } else {
+        "left out of the fit"
+    };
+    for s in &cal.suspects {
+        let what = if s.from_item.is_some() {
+            "near-duplicate of"
+        } else {
+            "looks like a copy of"
+        };
+        eprintln!(
+            "refrain: suspect: {} {what} training item {} ({} {:.4} over {:.1} s): {done}",
+            s.input, s.matches.path, s.score, s.matches.score, s.matches.span_s
+        );
+    }
+    for (a, b) in cal.pairs(index) {
+        eprintln!("refrain: near-duplicate training items: {a} and {b}");
+    }
+    let n = cal.suspects.len();
+    if cal.kept_suspects {
+        eprintln!("refrain: {n} suspect negative(s) kept in the fit (--keep-suspects)");
+    } else {
+        eprintln!(
+            "refrain: {n} suspect negative(s) left out of the fit; check them, and pass --keep-suspects to keep them"
+        );
+    }
+}
+
 /// One line per input that could not be used, then what to do about them.
 pub fn report_skipped(failed: &[Error]) {
     for e in failed {
@@ -106,13 +155,13 @@ pub fn report_skipped(failed: &[Error]) {
     eprint!("{}", super::what_to_do(failed));
 }
 
-/// Best scores of every negative under `paths`, and the inputs that failed.
+/// Every negative under `paths`, audited, and the inputs that failed.
 pub fn negative_scores(
     index: &Index,
     paths: &[PathBuf],
     threads: Option<usize>,
     limits: &DecodeLimits,
-) -> anyhow::Result<(Vec<BestScores>, Vec<Error>)> {
+) -> anyhow::Result<(Vec<Negative>, Vec<Error>)> {
     let auditor = Auditor::with_config(
         index,
         AuditConfig {
@@ -121,23 +170,23 @@ pub fn negative_scores(
         },
     );
     let (outcomes, failed) = super::audit::audit_paths(&auditor, paths, threads, "calibrating")?;
-    let scores = outcomes
+    let negatives = outcomes
         .iter()
-        .filter_map(|o| o.report.as_ref().map(BestScores::of))
+        .filter_map(|o| o.report.as_ref().map(|r| Negative::of(&o.input, r)))
         .collect();
-    Ok((scores, failed))
+    Ok((negatives, failed))
 }
 
-/// Leave-one-out best scores of excerpts of every training item.
+/// Leave-one-out excerpts of every training item, audited.
 fn self_scores(
     index: &Index,
     threads: Option<usize>,
     limits: &DecodeLimits,
-) -> anyhow::Result<(Vec<BestScores>, Vec<Error>)> {
+) -> anyhow::Result<(Vec<Negative>, Vec<Error>)> {
     let pool = super::pool(threads)?;
     let bar = super::progress::bar(index.len() as u64, "self-calibrating");
     let rate = index.params().sample_rate;
-    let results: Vec<Result<Vec<BestScores>, Error>> = pool.install(|| {
+    let results: Vec<Result<Vec<Negative>, Error>> = pool.install(|| {
         (0..index.len())
             .into_par_iter()
             .map(|i| {

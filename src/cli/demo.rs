@@ -16,6 +16,10 @@ pub struct Config {
     /// directory, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Also write the HTML report of the audit here (as `reports/example.html`
+    /// was made).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 const TRAINING: u64 = 12;
@@ -133,6 +137,9 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         audio_threshold: None,
         melody_threshold: None,
         summary: true,
+        summary_out: None,
+        html: cfg.html.clone(),
+        verdicts: true,
         batch: Default::default(),
     });
     // the files go whatever became of the audit (its standard output may

@@ -86,12 +86,21 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     let (scores, failed) =
         super::calibrate::negative_scores(&index, &cal_paths, cfg.batch.threads, &limits)?;
     super::calibrate::report_skipped(&failed);
-    let thresholds = calibrate::calibrate(&scores, cfg.fpr, calibrate::METHOD_NEGATIVES)?;
+    let fit = calibrate::calibrate_set(
+        &scores,
+        cfg.fpr,
+        calibrate::METHOD_NEGATIVES,
+        calibrate::Suspects::Copies,
+        false,
+        std::time::SystemTime::now(),
+    )?;
+    super::calibrate::report_suspects(&fit, &index);
+    let thresholds = fit.thresholds;
     index.set_thresholds(thresholds.clone());
     index.save(&index_dir)?;
     eprintln!(
         "calibrated on {} negative file(s) from {} source(s); {}",
-        scores.len(),
+        fit.used.len(),
         count_sources(&cal_paths),
         calibrate::describe(&thresholds)
     );

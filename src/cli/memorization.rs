@@ -10,8 +10,9 @@ use std::time::Instant;
 use anyhow::Context;
 use refrain::audit::{AuditConfig, Auditor};
 use refrain::calibrate::{self, BestScores};
+use refrain::html;
 use refrain::index::{Index, Thresholds};
-use refrain::report::Outcome;
+use refrain::report::{IndexInfo, Outcome};
 
 /// Flags of `refrain memorization`, checked once by clap.
 #[derive(Debug, clap::Args)]
@@ -28,9 +29,14 @@ pub struct Config {
     /// Write the table as CSV here.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Also write the per-input audit report (CSV) of both sets here.
+    /// Also write the per-input audit report (CSV) of both sets here, with
+    /// a last column `set` (`generated` or `reference`).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Also write the HTML page (both sets' best-score distributions with
+    /// the thresholds, the rates with their intervals) here.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     #[command(flatten)]
     pub batch: super::limits::BatchArgs,
 }
@@ -75,7 +81,17 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         write_csv(p, &rows, &t)?;
     }
     if let Some(p) = &cfg.report {
-        super::audit::write_csv_file(p, &all)?;
+        let f =
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
+        let mut w = std::io::BufWriter::new(f);
+        let n = generated.len();
+        refrain::report::write_csv_with(&mut w, &all, &["set"], |i| {
+            vec![if i < n { "generated" } else { "reference" }.to_string()]
+        })?;
+        std::io::Write::flush(&mut w)?;
+    }
+    if let Some(p) = &cfg.html {
+        write_html(p, cfg, &index, &t, &rows, &generated, &reference)?;
     }
     eprintln!(
         "audited {} generated and {} reference input(s) against {} item(s) in {:.1} s, {errors} error(s)",
@@ -166,6 +182,68 @@ fn render(rows: &[Row], t: &Thresholds) -> String {
         }
     }
     s
+}
+
+fn write_html(
+    path: &std::path::Path,
+    cfg: &Config,
+    index: &Index,
+    t: &Thresholds,
+    rows: &[Row],
+    generated: &[Outcome],
+    reference: &[Outcome],
+) -> anyhow::Result<()> {
+    let best = |o: &[Outcome]| -> Vec<BestScores> {
+        o.iter()
+            .filter_map(|o| o.report.as_ref().map(BestScores::of))
+            .collect()
+    };
+    let rates: Vec<html::RateRow> = rows
+        .iter()
+        .map(|r| html::RateRow {
+            set: r.set.to_string(),
+            dimension: r.dimension.to_string(),
+            n: r.n,
+            flagged: r.flagged,
+            ci95: r.ci,
+        })
+        .collect();
+    let differences: Vec<(String, f64, (f64, f64))> = ["audio", "melody", "either"]
+        .into_iter()
+        .filter_map(|dim| {
+            let g = rows
+                .iter()
+                .find(|r| r.set == "generated" && r.dimension == dim)?;
+            let n = rows
+                .iter()
+                .find(|r| r.set == "reference" && r.dimension == dim)?;
+            let (lo, hi) = newcombe(g.flagged, g.n, n.flagged, n.n);
+            Some((
+                dim.to_string(),
+                pct(g.flagged, g.n) - pct(n.flagged, n.n),
+                (100.0 * lo, 100.0 * hi),
+            ))
+        })
+        .collect();
+    let info = IndexInfo {
+        items: index.len(),
+        hours: index.hours(),
+        format_version: index.manifest.format_version,
+    };
+    let index_name = cfg.index.display().to_string();
+    let (g, r) = (best(generated), best(reference));
+    let page = html::render_memorization(&html::Memorization {
+        index: &index_name,
+        index_info: Some(&info),
+        thresholds: t,
+        rows: &rates,
+        differences: &differences,
+        generated: &g,
+        reference: &r,
+    });
+    std::fs::write(path, page).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("wrote the HTML page {}", path.display());
+    Ok(())
 }
 
 fn pct(k: usize, n: usize) -> f64 {

@@ -11,6 +11,7 @@ mod inspect;
 mod limits;
 mod memorization;
 mod progress;
+mod report;
 mod serve;
 mod summary;
 
@@ -44,6 +45,9 @@ enum Command {
     Eval(eval::Config),
     /// Memorization rate of a model's outputs against a reference (null) set.
     Memorization(memorization::Config),
+    /// The self-contained HTML report (summary, table, evidence panels,
+    /// audio excerpts) from an audit's JSON.
+    Report(report::Config),
     /// Serve checks over HTTP (JSON) for many workers sharing one index.
     Serve(serve::Config),
     /// Show what Refrain sees in an audio file or a fingerprint file.
@@ -63,6 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Calibrate(cfg) => calibrate::run(&cfg),
         Command::Eval(cfg) => eval::run(&cfg),
         Command::Memorization(cfg) => memorization::run(&cfg),
+        Command::Report(cfg) => report::run(&cfg),
         Command::Serve(cfg) => serve::run(&cfg),
         Command::Inspect { file } => inspect::run(&file),
     }

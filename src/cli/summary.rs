@@ -47,3 +47,54 @@ pub fn render(outcomes: &[Outcome], t: &Thresholds) -> String {
     ));
     s
 }
+
+/// One line per input for a reader: the verdict, the input, and the
+/// training item it copies (a flag: "copies ... (reason)") or the nearest
+/// one (a pass: "nearest ..."; a pass names no match), with both scores.
+pub fn verdict_lines(outcomes: &[Outcome]) -> String {
+    let width = outcomes
+        .iter()
+        .map(|o| name(&o.input).chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut s = String::new();
+    for o in outcomes {
+        let input = name(&o.input);
+        let pad = width.saturating_sub(input.chars().count());
+        let what = match (&o.report, o.report.as_ref().and_then(|r| r.best())) {
+            (Some(r), Some(c)) if r.verdict == refrain::audit::Verdict::Flag => format!(
+                "copies  {} ({}: audio {:.4}, melody {:.4}; {:.1}–{:.1} s of the input = {:.1}–{:.1} s of the item)",
+                name(&c.path),
+                refrain::report::reason(r),
+                c.audio_score,
+                c.melody_score,
+                c.query_start_s,
+                c.query_end_s,
+                c.match_start_s,
+                c.match_end_s
+            ),
+            (Some(_), Some(c)) => format!(
+                "nearest {} (audio {:.4}, melody {:.4})",
+                name(&c.path),
+                c.audio_score,
+                c.melody_score
+            ),
+            (Some(_), None) => "no candidate".to_string(),
+            (None, _) => o.error.clone().unwrap_or_default(),
+        };
+        s.push_str(&format!(
+            "  {:<5} {input}{} {what}\n",
+            o.verdict(),
+            " ".repeat(pad)
+        ));
+    }
+    s
+}
+
+/// The file name of a path, or the path itself.
+fn name(p: &str) -> &str {
+    std::path::Path::new(p)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(p)
+}
