@@ -21,6 +21,7 @@ use crate::stft::{find_peaks, Peak, Stft};
 pub struct Analyzer {
     params: AnalysisParams,
     stft: Stft,
+    melody_stft: Stft,
     embedder: Embedder,
     peaks: Vec<Peak>,
     fine_chroma: Vec<f32>,
@@ -40,6 +41,7 @@ impl Analyzer {
             index_landmarks: true,
             params: params.clone(),
             stft: Stft::new(params.fft_size, params.hop),
+            melody_stft: Stft::new(params.melody_fft_size, params.melody_hop),
             embedder: Embedder::new(params),
             peaks: Vec::with_capacity(params.max_peaks * 4),
             fine_chroma: Vec::new(),
@@ -111,6 +113,20 @@ impl Analyzer {
         let mut bands = BandAccumulator::new(p);
         let mut melody = MelodyTracker::new(p);
         let peaks = &mut self.peaks;
+        // the melody's own, shorter spectrum
+        let melody_bin_hz = p.sample_rate as f32 / p.melody_fft_size as f32;
+        melody.reserve(audio.samples.len() / p.melody_hop.max(1) + 1);
+        self.melody_stft.for_each_frame(&audio.samples, |_, mag| {
+            find_peaks(
+                mag,
+                melody_bin_hz,
+                p.melody_fmin_hz,
+                p.fmax_hz,
+                p.max_peaks,
+                peaks,
+            );
+            melody.push_frame(peaks);
+        });
         let (index_picker, query_picker) = (&mut self.index_picker, &mut self.query_picker);
         let index_landmarks = self.index_landmarks;
         let (fmin, fmax, max_peaks) = (p.fmin_hz, p.fmax_hz, p.max_peaks);
@@ -118,7 +134,6 @@ impl Analyzer {
             bands.push_frame(mag);
             find_peaks(mag, bin_hz, fmin, fmax, max_peaks, peaks);
             chroma.push_frame(peaks);
-            melody.push_frame(peaks);
             if index_landmarks {
                 index_picker.push_frame(mag, peaks);
             }

@@ -13,7 +13,7 @@ use crate::melody::Melody;
 use crate::params::AnalysisParams;
 
 /// The fingerprint file format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The first eight bytes of every fingerprint file.
 pub const MAGIC: &[u8; 8] = b"REFRAINF";
 /// Conventional file extension of fingerprint files.
@@ -67,10 +67,10 @@ fn cancelled_s(flags: u32, duration_s: f64) -> f64 {
 const F32: u8 = 1;
 const U8: u8 = 2;
 const U32: u8 = 3;
-const SECTIONS: u16 = 8;
+const SECTIONS: u16 = 9;
 
 impl Fingerprint {
-    /// Serialises to the v2 byte layout.
+    /// Serialises to the v3 byte layout.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(
             HEADER_LEN
@@ -80,6 +80,7 @@ impl Fingerprint {
                     + self.embeddings.len()
                     + self.melody.cents.len())
                 + self.melody.voiced.len()
+                + 4 * self.melody.loudness_db.len()
                 + 8 * (self.landmarks_index.len() + self.landmarks_query.len())
                 + 160,
         );
@@ -104,6 +105,10 @@ impl Fingerprint {
         }
         section_header(&mut b, b"MELV", U8, n, 1);
         b.extend(self.melody.voiced.iter().map(|&v| v as u8));
+        section_header(&mut b, b"MELL", F32, n, 1);
+        for l in &self.melody.loudness_db {
+            b.extend_from_slice(&l.to_le_bytes());
+        }
         put_f32(&mut b, b"EMBD", &self.embeddings);
         put_peaks(&mut b, b"LMKI", &self.landmarks_index);
         put_peaks(&mut b, b"LMKQ", &self.landmarks_query);
@@ -112,7 +117,7 @@ impl Fingerprint {
         b
     }
 
-    /// Parses the v2 byte layout, refusing another version, other analysis
+    /// Parses the v3 byte layout, refusing another version, other analysis
     /// parameters (`expected_params_hash`), a bad checksum or an inconsistent
     /// layout.
     ///
@@ -158,7 +163,7 @@ impl Fingerprint {
         let tuning_cents = r.f32()?;
         let hop_s = r.f64()?;
         if sections != SECTIONS {
-            return Err(corrupt("expected 8 sections"));
+            return Err(corrupt("expected 9 sections"));
         }
         if !(duration_s.is_finite() && duration_s >= 0.0 && tuning_cents.is_finite() && hop_s > 0.0)
         {
@@ -170,11 +175,18 @@ impl Fingerprint {
         let cents = r.f32_section(b"MELC", Some(1))?.into_raw_vec_and_offset().0;
         let (n, _) = r.section_header(b"MELV", U8, Some(1))?;
         let voiced: Vec<bool> = r.take(n)?.iter().map(|&v| v != 0).collect();
+        let loudness_db = r.f32_section(b"MELL", Some(1))?.into_raw_vec_and_offset().0;
         let embeddings = r.f32_section(b"EMBD", Some(crate::embed::dim()))?;
-        let landmarks_index = r.peak_section(b"LMKI", cents.len())?;
-        let landmarks_query = r.peak_section(b"LMKQ", cents.len())?;
-        if voiced.len() != cents.len() {
-            return Err(corrupt("melody pitch and voicing lengths differ"));
+        // landmark peaks sit on the main STFT's frames, which are
+        // `melody_hop / hop` times as many as the melody's (the parameter
+        // hash checked above fixes both hops)
+        let p = AnalysisParams::default();
+        let per = p.melody_hop.div_ceil(p.hop.max(1));
+        let stft_frames = (cents.len() + 1) * per + 1;
+        let landmarks_index = r.peak_section(b"LMKI", stft_frames)?;
+        let landmarks_query = r.peak_section(b"LMKQ", stft_frames)?;
+        if voiced.len() != cents.len() || loudness_db.len() != cents.len() {
+            return Err(corrupt("melody pitch, voicing and loudness lengths differ"));
         }
         if r.pos != body.len() {
             return Err(corrupt("trailing bytes after the last section"));
@@ -195,6 +207,7 @@ impl Fingerprint {
                 hop_s,
                 cents,
                 voiced,
+                loudness_db,
             },
             embeddings,
             landmarks_index,
@@ -437,7 +450,7 @@ mod tests {
     use crate::analysis::{audio_at_analysis_rate, Analyzer};
     use crate::synth;
 
-    /// The synthesized signals behind `fingerprints/v1/` and `v2/` (see
+    /// The synthesized signals behind `fingerprints/v1/` to `v3/` (see
     /// their READMEs).
     fn sample_signals() -> Vec<(&'static str, Vec<f32>)> {
         let tone = |freqs: &[f32], secs: f32| synth::tones(freqs, secs, 11_025);
@@ -505,25 +518,25 @@ mod tests {
         }
     }
 
-    /// Old files are kept as test data: a version-1 sample is refused, and
-    /// the error says which version it is.
+    /// Old files are kept as test data: version-1 and version-2 samples are
+    /// refused, and the error says which version each is.
     #[test]
-    fn version_1_samples_are_refused_by_version() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fingerprints/v1");
-        for (name, _) in sample_signals() {
-            let path = dir.join(format!("{name}.{EXTENSION}"));
-            let e = Fingerprint::read(&path, &AnalysisParams::default()).unwrap_err();
-            assert!(
-                matches!(
-                    e.kind,
-                    ErrorKind::Version {
-                        found: 1,
-                        expected: FORMAT_VERSION
-                    }
-                ),
-                "{e}"
-            );
-            assert!(e.to_string().contains(name), "{e}");
+    fn older_samples_are_refused_by_version() {
+        for old in 1..FORMAT_VERSION {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("fingerprints/v{old}"));
+            for (name, _) in sample_signals() {
+                let path = dir.join(format!("{name}.{EXTENSION}"));
+                let e = Fingerprint::read(&path, &AnalysisParams::default()).unwrap_err();
+                assert!(
+                    matches!(
+                        e.kind,
+                        ErrorKind::Version { found, expected: FORMAT_VERSION } if found == old
+                    ),
+                    "{e}"
+                );
+                assert!(e.to_string().contains(name), "{e}");
+            }
         }
     }
 
@@ -553,14 +566,14 @@ mod tests {
         let bytes = fp.to_bytes();
         // another version
         let mut v2 = bytes.clone();
-        v2[8] = 3;
+        v2[8] = 4;
         let e = Fingerprint::from_bytes(&v2, fp.params_hash).unwrap_err();
         assert!(
             matches!(
                 e,
                 ErrorKind::Version {
-                    found: 3,
-                    expected: 2
+                    found: 4,
+                    expected: 3
                 }
             ),
             "{e}"

@@ -1,38 +1,47 @@
-//! Predominant melody of polyphonic music: a simplified, fast Melodia.
+//! Predominant melody of polyphonic music: a simplified, fast Melodia
+//! (Salamon & Gómez 2012).
 //!
-//! The stage works from the spectral peaks the pipeline computes once per
-//! STFT frame (see [`crate::stft::find_peaks`]):
+//! The stage works from the spectral peaks of its own STFT
+//! (`melody_fft_size` = 1024 points, 93 ms, every `melody_hop` = 20 ms; see
+//! [`crate::stft::find_peaks`]), short enough to resolve notes of 100 ms:
 //!
 //! 1. **Salience** ([`MelodyTracker::push_frame`]): harmonic summation on a
 //!    log-frequency grid (`melody_bin_cents` = 10 cents, `melody_fmin_hz` 55 Hz
 //!    to `melody_fmax_hz` 1760 Hz: 601 bins). Every peak `(f, a)` within 40 dB
-//!    of the frame's strongest one adds `sqrt(a) * alpha^(h-1)` to the
+//!    of the frame's strongest one adds `sqrt(a w) * alpha^(h-1)` to the
 //!    candidate f0 `f / h` for `h = 1..=melody_harmonics`, spread over ±1
-//!    semitone with a `cos²` weight (Salamon & Gómez 2012). The spreading is
-//!    done as one convolution per frame: each contribution is split linearly
-//!    between its two nearest bins, then the grid is convolved with the `cos²`
-//!    kernel. The 5 strongest salience maxima of each frame are kept (pitch
-//!    refined by parabolic interpolation), with each one's *loudness*: the
-//!    linear magnitudes of the peaks within ±50 cents of its harmonics,
-//!    weighted `alpha^(h-1)`. That is 64 bytes per 10 ms frame (23 MB for an
-//!    hour); the grid buffers are allocated once in [`MelodyTracker::new`].
+//!    semitone with a `cos²` weight. The weight `w` is the product of two:
+//!    the peak's *tonality* (how far it stands above the spectrum around it,
+//!    [`crate::stft::Peak::tonality`]: 0 up to [`TONAL_LO_DB`], 1 from
+//!    [`TONAL_HI_DB`]), so noise, breath and cymbals add nothing; and an
+//!    *equal-loudness* weight (A-weighting), as Melodia filters its input,
+//!    so a bass line's many strong harmonics do not outvote the lead line.
+//!    The spreading is done as one convolution per frame. The 5 strongest
+//!    salience maxima of each frame whose f0 itself sounds (a tonal peak
+//!    within ±50 cents: no virtual roots of chords, no sub-octaves) are kept,
+//!    with each one's *loudness*: the weighted magnitudes of the peaks within
+//!    ±50 cents of its harmonics. The grid buffers are allocated once in
+//!    [`MelodyTracker::new`].
 //! 2. **Tracking** ([`MelodyTracker::finish`]): Viterbi over those candidates,
 //!    with a frame score `ln(salience / frame's best salience)` and a cost on
 //!    the pitch jump between frames (free up to 50 cents, growing linearly to
 //!    1.2 at 250 cents and more, plus 0.8 for a jump of an octave ± 80 cents,
-//!    the typical error). Frames without any peak restart the tracking.
+//!    the typical error). Frames without any candidate restart the tracking.
 //! 3. **Voicing**: the path is cut into contours where its pitch jumps by more
-//!    than 80 cents. A contour is voiced if its mean ln-loudness is at least
-//!    the reference minus 0.45 (≈ 3.9 dB): the reference is the 90th
-//!    percentile of the path's ln-loudness over the 5 s before and the 5 s
-//!    after each second of the track (the lower of the two, so that level
-//!    changes are followed), never below the whole track's one minus 1.5.
-//!    Accompaniment left alone in the melody's rests (chords 6 dB below it)
-//!    is thus unvoiced. Voiced runs shorter than 60 ms are removed, and
-//!    frames 40 dB below the track's loud frames are never voiced.
+//!    than 80 cents. A contour is voiced when two tests hold. The *absolute*
+//!    one: the f0's tonal harmonics carry at least [`MIN_HARMONIC_SHARE`] of
+//!    the contour's spectral-peak magnitude (harmonicity: white noise,
+//!    dithered silence and room tone never pass it, whatever their level).
+//!    The *relative* one: the contour's peak ln-loudness is at least the
+//!    reference minus 0.7 (6 dB); the reference is the 90th percentile of the
+//!    path's ln-loudness over the 5 s before and the 5 s after each second of
+//!    the track (the lower of the two, so that level changes are followed),
+//!    never below the whole track's one minus 1.5. Accompaniment left alone
+//!    in the melody's rests (chords 6 dB and more below it) is thus unvoiced.
+//!    Voiced runs shorter than 60 ms are removed, and frames 40 dB below the
+//!    track's loud frames are never voiced.
 //!
-//! [`Melody::relative_contour`] and [`Melody::notes`] turn the result into
-//! key-invariant forms for matching.
+//! [`crate::notes::segment`] cuts the result into notes for matching.
 
 use crate::params::AnalysisParams;
 use crate::stft::Peak;
@@ -48,6 +57,22 @@ const SPREAD_CENTS: f32 = 100.0;
 /// as harmonic `h` of `f0` for the voicing loudness.
 const HARMONIC_TOLERANCE: f32 = 0.029;
 
+/// Tonality (dB above the local spectral floor, [`Peak::tonality`]) below
+/// which a peak adds nothing to the salience: a maximum of white noise
+/// stands 5–13 dB above its floor (10th–90th percentile), one in a
+/// thousand 20 dB.
+const TONAL_LO_DB: f32 = 10.0;
+/// Tonality at and above which a peak counts fully: half the partials of a
+/// decaying piano note and 80–90 % of a sustained wind note's stand higher.
+/// Between the two the weight rises linearly.
+const TONAL_HI_DB: f32 = 20.0;
+/// A contour is voiced only if its f0's tonal harmonics carry at least this
+/// share of its frames' spectral-peak magnitude, on average. This is the
+/// absolute test (harmonicity) beside the relative one below: in white
+/// noise, dithered silence or a cymbal the tonal share stays under 0.05,
+/// whatever the level; a melody over chords or drums holds 0.2 and more.
+const MIN_HARMONIC_SHARE: f32 = 0.12;
+
 /// Salience bins computed together (in registers) by the spreading convolution.
 const LANES: usize = 16;
 
@@ -62,15 +87,16 @@ const OCTAVE_COST: f32 = 0.8;
 
 /// Contours break where the chosen pitch jumps by more than this (cents).
 const CONTOUR_BREAK: f32 = 80.0;
-/// A contour is voiced if its mean ln-loudness is at least the reference
-/// (a high percentile of the path's ln-loudness) minus this margin.
-const VOICING_MARGIN: f32 = 0.45;
+/// A contour is voiced if its peak ln-loudness is at least the reference
+/// (a high percentile of the path's ln-loudness) minus this margin (6 dB:
+/// the peak, not the mean, so that a decaying piano note is voiced whole).
+const VOICING_MARGIN: f32 = 0.7;
 /// Percentile of the path's ln-loudness used as the voicing reference.
 const VOICING_PERCENTILE: f32 = 0.9;
-/// Length (frames) of the one-sided local voicing reference windows (≈ 5 s).
-const LOCAL_SPAN: usize = 500;
-/// Frames per block of the local voicing reference (≈ 1 s).
-const LOCAL_BLOCK: usize = 100;
+/// Length (seconds) of the one-sided local voicing reference windows.
+const LOCAL_SPAN_S: f64 = 5.0;
+/// Seconds per block of the local voicing reference.
+const LOCAL_BLOCK_S: f64 = 1.0;
 /// The local reference may not fall below the global one by more than this.
 const LOCAL_FLOOR: f32 = 1.5;
 /// Frames whose peak energy is this far (ratio) below the track's loud
@@ -90,18 +116,14 @@ pub struct Melody {
     pub cents: Vec<f32>,
     /// Whether the melody is sounding in each frame.
     pub voiced: Vec<bool>,
+    /// Loudness of the tracked f0 in each frame: its tonal harmonics'
+    /// magnitude in dB ([`SILENT_DB`] where there was nothing to track).
+    /// Note segmentation reads attacks from it.
+    pub loudness_db: Vec<f32>,
 }
 
-/// A note of a [`Melody`], as found by [`Melody::notes`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Note {
-    /// Onset in seconds from the start of the track.
-    pub onset_s: f64,
-    /// Duration in seconds.
-    pub duration_s: f64,
-    /// Median pitch of the note minus the track's median voiced pitch, in cents.
-    pub cents: f32,
-}
+/// [`Melody::loudness_db`] of a frame with no f0 candidate.
+pub const SILENT_DB: f32 = -200.0;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Candidate {
@@ -141,6 +163,35 @@ pub struct MelodyTracker {
     candidates: Vec<Candidate>,
     /// Sum of the peak magnitudes of each frame.
     energy: Vec<f32>,
+    /// [`tonal_weight`] × [`equal_loudness`] of each peak of the current frame.
+    weights: Vec<f32>,
+}
+
+/// The equal-loudness weight of a partial at `hz` (linear magnitude
+/// factor): the IEC 61672 A-weighting, an approximation of the inverse
+/// 40-phon equal-loudness contour, −19 dB at 100 Hz, −3 dB at 500 Hz, 0 at
+/// 1 kHz. Melodia filters its input by an equal-loudness curve for the same
+/// reason (Salamon & Gómez 2012): a bass line is loud in the spectrum, and
+/// its many harmonics make a large harmonic sum, but listeners hear the lead
+/// line above it.
+#[inline]
+fn equal_loudness(hz: f32) -> f32 {
+    let f2 = hz * hz;
+    let num = 12_194.0f32.powi(2) * f2 * f2;
+    let den = (f2 + 20.6f32.powi(2))
+        * ((f2 + 107.7f32.powi(2)) * (f2 + 737.9f32.powi(2))).sqrt()
+        * (f2 + 12_194.0f32.powi(2));
+    // +2.0 dB normalises the curve to 1 at 1 kHz
+    1.2589 * num / den
+}
+
+/// The weight of a peak of tonality `t` (linear ratio) in the salience:
+/// 0 up to [`TONAL_LO_DB`], 1 from [`TONAL_HI_DB`], linear in dB between.
+#[inline]
+fn tonal_weight(t: f32) -> f32 {
+    // 20 log10(t) = (20 / ln 10) ln(t)
+    let db = 8.685_89 * crate::stft::fast_ln(t.max(1e-12));
+    ((db - TONAL_LO_DB) / (TONAL_HI_DB - TONAL_LO_DB)).clamp(0.0, 1.0)
 }
 
 impl MelodyTracker {
@@ -176,7 +227,7 @@ impl MelodyTracker {
             })
             .collect();
         MelodyTracker {
-            hop_s: params.frame_seconds(),
+            hop_s: params.melody_frame_seconds(),
             cents0,
             bin_cents,
             bins,
@@ -189,6 +240,7 @@ impl MelodyTracker {
             salience: vec![0.0; (bins + 2).next_multiple_of(LANES)],
             candidates: Vec::new(),
             energy: Vec::new(),
+            weights: Vec::with_capacity(64),
         }
     }
 
@@ -205,9 +257,15 @@ impl MelodyTracker {
         let mut best = [Candidate::default(); CANDIDATES];
         let mut energy = 0.0f32;
         if top > 0.0 && top.is_finite() {
+            self.weights.clear();
+            self.weights.extend(
+                peaks
+                    .iter()
+                    .map(|p| tonal_weight(p.tonality) * equal_loudness(p.freq)),
+            );
             energy = self.salience_of(peaks, top * PEAK_RANGE);
             if energy > 0.0 {
-                self.maxima(&mut best);
+                self.maxima(peaks, top * PEAK_RANGE, &mut best);
                 self.loudness(peaks, top * PEAK_RANGE, &mut best);
             }
         }
@@ -226,19 +284,22 @@ impl MelodyTracker {
         let harmonics = self.harmonic_bins.len();
         let imax = self.impulses.len() - 2;
         let mut energy = 0.0f32;
-        for p in peaks {
+        for (p, &tw) in peaks.iter().zip(&self.weights) {
             let usable = p.mag >= floor && p.freq > 0.0 && p.freq.is_finite();
             if !usable {
                 continue;
             }
-            energy += p.mag;
+            energy += p.mag * equal_loudness(p.freq);
+            if tw == 0.0 {
+                continue;
+            }
             // harmonic numbers h that put f / h on the grid
             let h_lo = ((p.freq / f_hi).ceil() as usize).max(1);
             let h_hi = ((p.freq / f_lo) as usize).min(harmonics);
             if h_lo > h_hi {
                 continue;
             }
-            let amp = p.mag.sqrt();
+            let amp = (p.mag * tw).sqrt();
             // impulse-array position of the peak itself
             let y1 = (hz_to_cents(p.freq) - self.cents0) / self.bin_cents + offset;
             let hb = &self.harmonic_bins[h_lo - 1..h_hi];
@@ -277,11 +338,24 @@ impl MelodyTracker {
 
     /// The strongest local maxima of the salience, refined by parabolic
     /// interpolation, sorted by decreasing salience.
-    fn maxima(&self, best: &mut [Candidate; CANDIDATES]) {
+    fn maxima(&self, peaks: &[Peak], floor: f32, best: &mut [Candidate; CANDIDATES]) {
         let grid = &self.salience;
+        // the f0 must sound itself: a tonal peak within ±50 cents of it.
+        // A chord's virtual root (C3 under C4-E4-G4, which collects their
+        // harmonics) and the sub-octaves of a tone have none.
+        let sounds = |cents: f32| {
+            let f0 = cents_to_hz(cents);
+            let tol = HARMONIC_TOLERANCE * f0;
+            peaks
+                .iter()
+                .zip(&self.weights)
+                .any(|(p, &w)| w > 0.0 && p.mag >= floor && (p.freq - f0).abs() <= tol)
+        };
         crate::stft::for_each_local_max(grid, 1, self.bins, 0.0, |b| {
             let s = grid[b];
-            if s > best[CANDIDATES - 1].salience {
+            if s > best[CANDIDATES - 1].salience
+                && sounds(self.cents0 + (b - 1) as f32 * self.bin_cents)
+            {
                 let (l, r) = (grid[b - 1], grid[b + 1]);
                 let den = l - 2.0 * s + r;
                 let (off, peak) = if den < 0.0 {
@@ -305,20 +379,21 @@ impl MelodyTracker {
         });
     }
 
-    /// Sets the linear harmonic loudness of each candidate.
+    /// Sets the linear harmonic loudness of each candidate (tonal peaks
+    /// only, each weighted by [`tonal_weight`]).
     fn loudness(&self, peaks: &[Peak], floor: f32, best: &mut [Candidate; CANDIDATES]) {
         // branch-free: weight_by_h is 0 for h = 0 and h > H
         let top = self.weight_by_h.len() - 1;
         for c in best.iter_mut().filter(|c| c.salience > 0.0) {
             let inv_f0 = 1.0 / cents_to_hz(c.cents);
             let mut sum = 0.0f32;
-            for p in peaks {
+            for (p, &tw) in peaks.iter().zip(&self.weights) {
                 let r = p.freq * inv_f0;
                 let h = ((r + 0.5) as usize).min(top);
                 let hf = h as f32;
                 // strong enough and within ±50 cents of harmonic h
                 let hit = (p.mag >= floor) & ((r - hf).abs() <= HARMONIC_TOLERANCE * hf);
-                sum += p.mag * self.weight_by_h[h] * f32::from(u8::from(hit));
+                sum += p.mag * tw * self.weight_by_h[h] * f32::from(u8::from(hit));
             }
             c.loudness = sum;
         }
@@ -413,10 +488,22 @@ impl MelodyTracker {
         }
 
         let voiced = self.voicing(&choice, &cents, &lloud);
+        // ln -> dB
+        let loudness_db = lloud
+            .iter()
+            .map(|&l| {
+                if l.is_finite() {
+                    (l * 8.685_89).max(SILENT_DB)
+                } else {
+                    SILENT_DB
+                }
+            })
+            .collect();
         Melody {
             hop_s: self.hop_s,
             cents,
             voiced,
+            loudness_db,
         }
     }
 
@@ -437,12 +524,14 @@ impl MelodyTracker {
             return voiced;
         };
 
-        // local reference, per block of LOCAL_BLOCK frames: the same
-        // percentile over the LOCAL_SPAN frames before the block's end and
-        // over the LOCAL_SPAN frames after its start, the lower of the two
+        // local reference, per block of local_block frames: the same
+        // percentile over the local_span frames before the block's end and
+        // over the local_span frames after its start, the lower of the two
         // (so that a level change is followed on both sides of it); windows
         // cut short by the track's ends are not used
-        let nblocks = n.div_ceil(LOCAL_BLOCK);
+        let frames = |secs: f64| ((secs / self.hop_s).round() as usize).max(1);
+        let (local_span, local_block) = (frames(LOCAL_SPAN_S), frames(LOCAL_BLOCK_S));
+        let nblocks = n.div_ceil(local_block);
         let mut block_ref = vec![global; nblocks];
         let window_ref = |lo: usize, hi: usize, vals: &mut Vec<f32>| {
             vals.clear();
@@ -450,12 +539,12 @@ impl MelodyTracker {
             percentile(vals, VOICING_PERCENTILE)
         };
         for (b, r) in block_ref.iter_mut().enumerate() {
-            let (start, end) = (b * LOCAL_BLOCK, ((b + 1) * LOCAL_BLOCK).min(n));
-            let left = (end >= LOCAL_SPAN)
-                .then(|| window_ref(end - LOCAL_SPAN, end, &mut vals))
+            let (start, end) = (b * local_block, ((b + 1) * local_block).min(n));
+            let left = (end >= local_span)
+                .then(|| window_ref(end - local_span, end, &mut vals))
                 .flatten();
-            let right = (start + LOCAL_SPAN <= n)
-                .then(|| window_ref(start, start + LOCAL_SPAN, &mut vals))
+            let right = (start + local_span <= n)
+                .then(|| window_ref(start, start + local_span, &mut vals))
                 .flatten();
             let local = match (left, right) {
                 (Some(a), Some(b)) => a.min(b),
@@ -464,7 +553,7 @@ impl MelodyTracker {
             };
             *r = local.max(global - LOCAL_FLOOR);
         }
-        let local_ref = |u: usize| block_ref[u / LOCAL_BLOCK];
+        let local_ref = |u: usize| block_ref[u / local_block];
 
         // contours: runs of sounding frames with continuous pitch
         let mut u = 0;
@@ -478,9 +567,18 @@ impl MelodyTracker {
             while u < n && sounding[u] && (cents[u] - cents[u - 1]).abs() <= CONTOUR_BREAK {
                 u += 1;
             }
-            let mean = lloud[start..u].iter().sum::<f32>() / (u - start) as f32;
+            let peak = lloud[start..u]
+                .iter()
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max);
             let reference = local_ref((start + u) / 2);
-            if mean >= reference - VOICING_MARGIN {
+            // the absolute test: the f0's tonal harmonics explain a real
+            // share of what sounds
+            let share = (start..u)
+                .map(|v| (lloud[v].exp() / self.energy[v].max(1e-30)).min(1.0))
+                .sum::<f32>()
+                / (u - start) as f32;
+            if peak >= reference - VOICING_MARGIN && share >= MIN_HARMONIC_SHARE {
                 voiced[start..u].fill(true);
             }
         }
@@ -561,47 +659,6 @@ impl Melody {
             .collect()
     }
 
-    /// Key-invariant contour for matching: the voiced pitch minus the track's
-    /// median voiced pitch (cents), resampled to `rate_hz` samples per second.
-    ///
-    /// Sample `k` covers the frames in `[k / rate_hz, (k + 1) / rate_hz)`; it
-    /// is the median of their voiced pitches if at least half of them are
-    /// voiced, else `None`. Above the frame rate, the nearest frame is used.
-    pub fn relative_contour(&self, rate_hz: f64) -> Vec<Option<f32>> {
-        let n = self.len();
-        let valid_rate = rate_hz > 0.0 && rate_hz.is_finite();
-        if n == 0 || !valid_rate {
-            return Vec::new();
-        }
-        let Some(median) = self.median_cents() else {
-            let len = ((n as f64 * self.hop_s * rate_hz).round() as usize).max(1);
-            return vec![None; len];
-        };
-        let duration = n as f64 * self.hop_s;
-        let len = ((duration * rate_hz).round() as usize).max(1);
-        let mut out = Vec::with_capacity(len);
-        let mut buf = Vec::new();
-        for k in 0..len {
-            let lo = ((k as f64 / rate_hz) / self.hop_s).ceil() as usize;
-            let hi = (((k + 1) as f64 / rate_hz) / self.hop_s).ceil() as usize;
-            let (lo, hi) = (lo.min(n), hi.min(n));
-            if lo >= hi {
-                // finer than the frame rate: nearest frame
-                let u = ((k as f64 / rate_hz / self.hop_s).round() as usize).min(n - 1);
-                out.push(self.voiced[u].then(|| self.cents[u] - median));
-                continue;
-            }
-            buf.clear();
-            buf.extend((lo..hi).filter(|&u| self.voiced[u]).map(|u| self.cents[u]));
-            if 2 * buf.len() >= hi - lo {
-                out.push(percentile(&mut buf, 0.5).map(|c| c - median));
-            } else {
-                out.push(None);
-            }
-        }
-        out
-    }
-
     /// Share of frames that are voiced (0 for an empty melody).
     pub fn voiced_share(&self) -> f32 {
         if self.voiced.is_empty() {
@@ -618,62 +675,6 @@ impl Melody {
         let lo = percentile(&mut v, 0.05)?;
         let hi = percentile(&mut v, 0.95)?;
         Some((lo, hi))
-    }
-
-    /// Segments the voiced frames into notes: a note ends at an unvoiced frame
-    /// or where the pitch leaves the note's running mean by more than 60 cents
-    /// for at least 3 frames. Notes shorter than 50 ms are dropped; pitches are
-    /// relative to the track's median voiced pitch.
-    pub fn notes(&self) -> Vec<Note> {
-        const LEAVE: f32 = 60.0;
-        const CONFIRM: usize = 3;
-        let Some(median) = self.median_cents() else {
-            return Vec::new();
-        };
-        let min_len = (0.05 / self.hop_s).round().max(1.0) as usize;
-        let n = self.len();
-        let mut notes = Vec::new();
-        let mut buf = Vec::new();
-        let mut push = |start: usize, end: usize, buf: &mut Vec<f32>| {
-            if end - start >= min_len {
-                if let Some(c) = percentile(&mut buf[..], 0.5) {
-                    notes.push(Note {
-                        onset_s: start as f64 * self.hop_s,
-                        duration_s: (end - start) as f64 * self.hop_s,
-                        cents: c - median,
-                    });
-                }
-            }
-            buf.clear();
-        };
-        let mut u = 0;
-        while u < n {
-            if !self.voiced[u] {
-                u += 1;
-                continue;
-            }
-            let mut start = u;
-            let mut sum = 0.0f32;
-            while u < n && self.voiced[u] {
-                let mean = if buf.is_empty() {
-                    self.cents[u]
-                } else {
-                    sum / buf.len() as f32
-                };
-                let leaves =
-                    |v: usize| v < n && self.voiced[v] && (self.cents[v] - mean).abs() > LEAVE;
-                if !buf.is_empty() && (u..u + CONFIRM).all(leaves) {
-                    push(start, u, &mut buf);
-                    start = u;
-                    sum = 0.0;
-                }
-                buf.push(self.cents[u]);
-                sum += self.cents[u];
-                u += 1;
-            }
-            push(start, u, &mut buf);
-        }
-        notes
     }
 }
 
@@ -707,8 +708,8 @@ mod tests {
     /// of 3 runs over the same peaks, as the machine is shared).
     fn track(signal: &[f32]) -> (Melody, Duration) {
         let params = AnalysisParams::default();
-        let mut stft = Stft::new(params.fft_size, params.hop);
-        let bin_hz = params.sample_rate as f32 / params.fft_size as f32;
+        let mut stft = Stft::new(params.melody_fft_size, params.melody_hop);
+        let bin_hz = params.sample_rate as f32 / params.melody_fft_size as f32;
         let mut peaks = Vec::with_capacity(64);
         let mut frames = Vec::new();
         stft.for_each_frame(signal, |_, mag| {
@@ -838,7 +839,7 @@ mod tests {
 
     impl Score {
         fn add(&mut self, melody: &Melody, truth: &[Option<f32>], bounds: &[usize]) {
-            let hop = AnalysisParams::default().hop;
+            let hop = AnalysisParams::default().melody_hop;
             let guard = (0.05 * SR) as usize;
             for (i, (&est, &voiced)) in melody.cents.iter().zip(&melody.voiced).enumerate() {
                 let centre = i * hop;
@@ -874,7 +875,7 @@ mod tests {
 
     #[test]
     fn melody_over_chords_and_noise() {
-        let hop = AnalysisParams::default().hop;
+        let hop = AnalysisParams::default().melody_hop;
         let mut total = Score::default();
         let mut audio_s = 0.0f64;
         let mut spent = Duration::ZERO;
@@ -943,7 +944,7 @@ mod tests {
         let (a, b) = ((2.0 * SR) as usize, (5.0 * SR) as usize);
         add_tone(&mut signal, a, b, 0.3, &harm, |_| 6900.0);
         let (melody, _) = track(&signal);
-        let hop = AnalysisParams::default().hop;
+        let hop = AnalysisParams::default().melody_hop;
         let frame = |s: f32| (s * SR) as usize / hop;
         let inside = frame(2.2)..frame(4.8);
         for u in inside.clone() {
@@ -961,25 +962,17 @@ mod tests {
         assert!((share - 3.0 / 7.0).abs() < 0.03, "voiced share {share}");
         let (lo, hi) = melody.range_cents().expect("voiced");
         assert!((lo - 6900.0).abs() < 5.0 && (hi - 6900.0).abs() < 5.0);
-        // relative contour: 0 where voiced, None in the silences
-        let contour = melody.relative_contour(10.0);
-        assert_eq!(contour.len(), 70);
-        assert!(contour[..18].iter().all(Option::is_none));
-        assert!(contour[22..48]
-            .iter()
-            .all(|c| c.is_some_and(|c| c.abs() < 5.0)));
-        assert!(contour[52..].iter().all(Option::is_none));
-        let notes = melody.notes();
+        let notes = crate::notes::segment(&melody);
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!((notes[0].duration_s - 3.0).abs() < 0.2, "{notes:?}");
+        assert!((notes[0].cents - 6900.0).abs() < 5.0, "{notes:?}");
 
         // digital silence: nothing voiced, nothing panics
         let (silent, _) = track(&vec![0.0f32; 22050]);
         assert_eq!(silent.voiced_share(), 0.0);
         assert!(silent.range_cents().is_none());
-        assert!(silent.relative_contour(10.0).iter().all(Option::is_none));
-        assert!(silent.notes().is_empty());
+        assert!(crate::notes::segment(&silent).is_empty());
         let (empty, _) = track(&[]);
-        assert!(empty.is_empty() && empty.relative_contour(10.0).is_empty());
+        assert!(empty.is_empty());
     }
 }

@@ -125,14 +125,28 @@ pub fn hann(n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// A spectral peak: interpolated frequency and magnitude.
+/// A spectral peak: interpolated frequency and magnitude, and how far it
+/// stands above the spectrum around it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Peak {
     /// Frequency in Hz.
     pub freq: f32,
     /// Linear magnitude (interpolated).
     pub mag: f32,
+    /// Tonality: the magnitude over the local floor, the smaller mean of
+    /// the magnitudes [`TONAL_NEAR`] to [`TONAL_FAR`] bins away on either
+    /// side (outside a Hann window's main lobe). A stable partial stands
+    /// 20–40 dB above it; a maximum of noise, whose neighbours are as
+    /// strong, a few dB.
+    pub tonality: f32,
 }
+
+/// Bin distances at which [`Peak::tonality`] reads the floor: beyond the
+/// Hann main lobe (±2 bins), near enough that a neighbouring partial rarely
+/// sits there on both sides at once.
+pub const TONAL_NEAR: usize = 4;
+/// See [`TONAL_NEAR`].
+pub const TONAL_FAR: usize = 7;
 
 /// The largest value of `x` (0 for an empty slice; NaN is ignored), in
 /// eight independent lanes so that it vectorises.
@@ -218,6 +232,7 @@ pub fn find_peaks(
         out.push(Peak {
             freq: k as f32,
             mag: mag[k],
+            tonality: 0.0,
         })
     });
     if out.len() > max_peaks {
@@ -236,11 +251,30 @@ pub fn find_peaks(
         } else {
             0.0
         };
+        p.tonality = m / local_floor(mag, k);
         p.freq = (k as f32 + d) * bin_hz;
         // the peak's log height is b - (a - c) d / 4 (|x| < 0.5: a cubic is plenty)
         let x = -0.25 * a_minus_c * d;
         p.mag = m * (1.0 + x * (1.0 + x * (0.5 + x / 6.0)));
     }
+}
+
+/// The floor [`Peak::tonality`] measures a peak at bin `k` against (never 0):
+/// the smaller of the mean magnitudes at `k - TONAL_FAR ..= k - TONAL_NEAR`
+/// and `k + TONAL_NEAR ..= k + TONAL_FAR`.
+fn local_floor(mag: &[f32], k: usize) -> f32 {
+    let n = (TONAL_FAR - TONAL_NEAR + 1) as f32;
+    let left =
+        (k >= TONAL_FAR).then(|| mag[k - TONAL_FAR..=k - TONAL_NEAR].iter().sum::<f32>() / n);
+    let right = mag
+        .get(k + TONAL_NEAR..=k + TONAL_FAR)
+        .map(|x| x.iter().sum::<f32>() / n);
+    let floor = match (left, right) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => 0.0,
+    };
+    floor.max(1e-12)
 }
 
 /// Natural logarithm of a positive, finite `x`, accurate to about 1e-4

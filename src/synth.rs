@@ -470,9 +470,10 @@ pub fn random_fingerprint(seed: u64, windows: usize) -> crate::fingerprint::Fing
         cens,
         bands,
         melody: crate::melody::Melody {
-            hop_s: p.hop as f64 / p.sample_rate as f64,
+            hop_s: p.melody_frame_seconds(),
             cents: (0..n).map(|i| 6000.0 + (i % 700) as f32).collect(),
             voiced: (0..n).map(|i| i % 3 != 0).collect(),
+            loudness_db: (0..n).map(|i| -30.0 + (i % 25) as f32).collect(),
         },
         embeddings,
         landmarks_index,

@@ -78,7 +78,7 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
         fp.cens.nrows(),
         params.cens_rate(),
         m.cents.len(),
-        1.0 / params.frame_seconds()
+        1.0 / params.melody_frame_seconds()
     );
     outln!(
         out,
