@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, ErrorKind, Result, Stage};
 use crate::fingerprint::{write_atomic, Fingerprint};
 use crate::landmarks::LandmarkIndex;
+use crate::ngrams::MelodicIndex;
 use crate::params::AnalysisParams;
 use crate::search::{CandidateSearch, ExactSearch, HnswSearch};
 use crate::sequences::Sequences;
@@ -38,8 +39,9 @@ use crate::sequences::Sequences;
 /// The index format version this build reads and writes.
 ///
 /// Version 2 added the manifest checksum in `CURRENT`; version 3 the
-/// landmark peaks of every item in `items.bin`.
-pub const INDEX_VERSION: u32 = 3;
+/// landmark peaks of every item in `items.bin`; version 4 the melodic
+/// events.
+pub const INDEX_VERSION: u32 = 4;
 /// Every `WINDOW_STRIDE`-th embedding window of an item is indexed (every
 /// 2 s); queries use all of theirs.
 pub const WINDOW_STRIDE: usize = 2;
@@ -181,6 +183,8 @@ pub struct Index {
     engine: Engine,
     /// The items' landmark pairs by hash (built from `sequences`).
     landmarks: LandmarkIndex,
+    /// The items' melodic n-grams by hash (built from `sequences`).
+    melodic: MelodicIndex,
 }
 
 /// The candidate-search engine behind an index.
@@ -331,8 +335,10 @@ impl IndexBuilder {
             Engine::Hnsw(HnswSearch::build(&vectors, dim))
         };
         let landmarks = landmark_index(&self.sequences, &self.params);
+        let melodic = melodic_index(&self.sequences);
         Index {
             landmarks,
+            melodic,
             manifest: Manifest {
                 format: "refrain-index".into(),
                 format_version: INDEX_VERSION,
@@ -686,6 +692,7 @@ impl Index {
         };
         Ok(Index {
             landmarks: landmark_index(&sequences, &manifest.params),
+            melodic: melodic_index(&sequences),
             manifest,
             sequences,
             window_item,
@@ -698,6 +705,11 @@ impl Index {
     /// The items' landmark pairs, grouped by hash.
     pub fn landmarks(&self) -> &LandmarkIndex {
         &self.landmarks
+    }
+
+    /// The items' melodic n-grams, grouped by hash.
+    pub fn melodic(&self) -> &MelodicIndex {
+        &self.melodic
     }
 
     /// The analysis parameters the index was built with.
@@ -732,6 +744,11 @@ fn landmark_index(sequences: &[Sequences], params: &AnalysisParams) -> LandmarkI
         sequences.iter().map(|s| s.peaks.as_slice()),
         params.landmark_index.fan_out,
     )
+}
+
+/// The melodic n-gram table of the items' events.
+fn melodic_index(sequences: &[Sequences]) -> MelodicIndex {
+    MelodicIndex::build(sequences.iter().map(|s| s.events.as_slice()))
 }
 
 /// Scales every row of a flat buffer back to unit length.

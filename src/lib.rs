@@ -34,6 +34,7 @@ pub mod landmarks;
 pub mod error;
 
 pub mod melody;
+pub mod ngrams;
 pub mod notes;
 pub mod params;
 pub mod report;

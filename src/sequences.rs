@@ -5,6 +5,7 @@
 
 use crate::fingerprint::Fingerprint;
 use crate::landmarks::LandmarkPeak;
+use crate::ngrams::Event;
 use crate::params::AnalysisParams;
 
 /// Marks an unvoiced melody frame.
@@ -36,6 +37,23 @@ pub struct Sequences {
     pub tuning_cents: f32,
     /// Sparse landmark peaks (the fingerprint's `landmarks_index`).
     pub peaks: Vec<LandmarkPeak>,
+    /// Melodic events ([`crate::ngrams::events`] of the melody's notes):
+    /// onsets rounded to milliseconds, pitches to cents.
+    pub events: Vec<Event>,
+}
+
+/// The melodic events of a fingerprint, quantised as an index stores them
+/// (onset in whole milliseconds, pitch in whole cents), so that a query and
+/// an item go through the same rounding.
+pub fn melodic_events(fp: &Fingerprint) -> Vec<Event> {
+    let notes = crate::notes::segment(&fp.melody);
+    crate::ngrams::events(&notes)
+        .into_iter()
+        .map(|e| Event {
+            onset_s: (e.onset_s * 1000.0).round() / 1000.0,
+            cents: e.cents.round().clamp(-32000.0, 32000.0),
+        })
+        .collect()
 }
 
 impl Sequences {
@@ -88,6 +106,7 @@ impl Sequences {
             melody,
             tuning_cents: fp.tuning_cents,
             peaks: fp.landmarks_index.clone(),
+            events: melodic_events(fp),
         }
     }
 
@@ -106,6 +125,8 @@ impl Sequences {
             + 2 * self.melody.len()
             + 4
             + 2 * peak_words(&self.peaks)
+            + 4
+            + 6 * self.events.len()
     }
 
     /// Appends the little-endian encoding (see `fingerprints/FORMAT.md`,
@@ -122,6 +143,12 @@ impl Sequences {
         }
         out.extend_from_slice(&(peak_words(&self.peaks) as u32).to_le_bytes());
         encode_peaks(&self.peaks, out);
+        out.extend_from_slice(&(self.events.len() as u32).to_le_bytes());
+        for e in &self.events {
+            let ms = (e.onset_s * 1000.0).round().clamp(0.0, u32::MAX as f32) as u32;
+            out.extend_from_slice(&ms.to_le_bytes());
+            out.extend_from_slice(&(e.cents.round() as i16).to_le_bytes());
+        }
     }
 
     /// Decodes one record from the front of `b`, returning it and the bytes
@@ -164,6 +191,28 @@ impl Sequences {
             return None;
         }
         let peaks = decode_peaks(&b[o + 4..o + 4 + p_len])?;
+        let o = o + 4 + p_len;
+        let n_events = u32_at(o)?;
+        let total = total
+            .checked_add(4)?
+            .checked_add(n_events.checked_mul(6)?)?;
+        if total > b.len() {
+            return None;
+        }
+        let mut events = Vec::with_capacity(n_events);
+        let mut last = 0u32;
+        for ch in b[o + 4..total].chunks_exact(6) {
+            let ms = u32::from_le_bytes(ch[..4].try_into().ok()?);
+            let cents = i16::from_le_bytes([ch[4], ch[5]]);
+            if ms < last {
+                return None;
+            }
+            last = ms;
+            events.push(Event {
+                onset_s: ms as f32 / 1000.0,
+                cents: cents as f32,
+            });
+        }
         Some((
             Sequences {
                 cens,
@@ -172,6 +221,7 @@ impl Sequences {
                 melody,
                 tuning_cents: tuning,
                 peaks,
+                events,
             },
             total,
         ))
