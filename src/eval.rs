@@ -307,8 +307,12 @@ impl Scorecard {
             "class", "n", "ident", "recall", "AUC", "TPR@1%", "idTPR1", "err/miss"
         ));
         let line = "-".repeat(72);
-        for r in &self.rows {
-            if r.name == "copy (all transforms)" {
+        let first_group = self
+            .rows
+            .iter()
+            .position(|r| r.name == COPY_GROUP || r.name == MELODY_GROUP);
+        for (i, r) in self.rows.iter().enumerate() {
+            if Some(i) == first_group {
                 s.push_str(&line);
                 s.push('\n');
             }
@@ -462,8 +466,14 @@ pub fn score(truth: &[TruthRow], results: &[ResultRow]) -> Scorecard {
         .collect();
     if classes.iter().filter(|c| c.starts_with("copy_")).count() > 1 {
         rows.push(row(
-            "copy (all transforms)",
+            COPY_GROUP,
             &of(&|r: &Rec| r.positive && r.class.starts_with("copy_")),
+        ));
+    }
+    if classes.iter().filter(|c| c.starts_with("melody")).count() > 1 {
+        rows.push(row(
+            MELODY_GROUP,
+            &of(&|r: &Rec| r.positive && r.class.starts_with("melody")),
         ));
     }
     let all = of(&|r: &Rec| r.positive);
@@ -480,6 +490,12 @@ pub fn score(truth: &[TruthRow], results: &[ResultRow]) -> Scorecard {
         total: recs.len(),
     }
 }
+
+/// The row that sums every `copy_*` class (as `score.py` does).
+pub const COPY_GROUP: &str = "copy (all transforms)";
+/// The row that sums every `melody*` class (`score.py`'s "melody (all)",
+/// its SUMMARY's `melody_recall`).
+pub const MELODY_GROUP: &str = "melody (all)";
 
 /// The source of a negative file, so that excerpts of one recording stay on
 /// one side of a calibration/test split: the file stem up to `__`, or
@@ -607,6 +623,37 @@ mod tests {
             text.contains("neg (verdict FPR)          3 flagged=1 FPR=33.3%  err/miss=1"),
             "{text}"
         );
+    }
+
+    /// Classes named `melody*` are summed as "melody (all)" (score.py's
+    /// `melody_recall`), after the separator, as score.py prints them.
+    #[test]
+    fn melody_classes_are_summed_as_score_py_does() {
+        let truth = parse_truth(
+            "q/melody_solo/1.wav\tsong1\tmelody_solo\n\
+             q/melody_solo/2.wav\tsong2\tmelody_solo\n\
+             q/melody_accomp/3.wav\tsong3\tmelody_accomp\n\
+             n/n1.wav\t-\tneg\n",
+        );
+        let results = vec![
+            row("q/melody_solo/1.wav", "flag", "song1", 0.9),
+            row("q/melody_solo/2.wav", "pass", "song2", 0.2),
+            row("q/melody_accomp/3.wav", "flag", "song3", 0.8),
+            row("n/n1.wav", "pass", "song1", 0.1),
+        ];
+        let s = score(&truth, &results);
+        let m = s.row(MELODY_GROUP).unwrap();
+        assert_eq!(m.n, 3);
+        assert_abs_diff_eq!(m.recall, 2.0 / 3.0);
+        let text = s.render();
+        let lines: Vec<&str> = text.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with("melody (all)"))
+            .unwrap();
+        assert!(lines[at - 1].starts_with("-----"), "{text}");
+        assert!(lines[at + 1].starts_with("ALL positives"), "{text}");
+        assert!(s.row(COPY_GROUP).is_none());
     }
 
     #[test]
