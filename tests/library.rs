@@ -134,3 +134,68 @@ fn a_missing_index_is_not_found_and_kinds_are_matched_with_a_wildcard() {
         assert_eq!(e.path.as_deref(), Some(d.as_path()));
     }
 }
+
+/// Two training items that are one piece played with two lead instruments
+/// share a melody
+/// (both reach the melody cap against a copy of either); a whole-track
+/// exact copy of each must still be attributed to itself, by its
+/// same-recording evidence, and never to the other by item order (issue 12).
+#[test]
+fn exact_copies_of_two_items_sharing_a_melody_are_each_attributed_to_themselves() {
+    let render = |seed: u64, melody: synth::Timbre| {
+        synth::render(
+            &synth::compose(seed, 16),
+            &synth::Render {
+                sample_rate: 22_050,
+                melody,
+                ..synth::Render::default()
+            },
+        )
+    };
+    let params = AnalysisParams::default();
+    let mut b = IndexBuilder::new(&params);
+    let mut an = Analyzer::new(&params);
+    let mut songs: Vec<(String, Vec<f32>)> = (21..=23u64)
+        .map(|s| (format!("song{s}.wav"), render(s, synth::Timbre::Piano)))
+        .collect();
+    // in item order the strings rendition comes first, so a tie broken by
+    // order would name it for a copy of the piano rendition
+    songs.insert(0, ("strings.wav".into(), render(9, synth::Timbre::Strings)));
+    songs.push(("piano.wav".into(), render(9, synth::Timbre::Piano)));
+    for (name, x) in &songs {
+        let a = from_interleaved(x, 22_050, 1, params.sample_rate).unwrap();
+        b.add(name, name, &an.analyze(&a).unwrap()).unwrap();
+    }
+    let index = b.build();
+    let auditor = Auditor::new(&index);
+    for name in ["strings.wav", "piano.wav"] {
+        let other = if name == "strings.wav" {
+            "piano.wav"
+        } else {
+            "strings.wav"
+        };
+        let x = &songs.iter().find(|(n, _)| n == name).unwrap().1;
+        let r = auditor.check_samples(x, 22_050, 1).unwrap();
+        assert_eq!(r.verdict, Verdict::Flag, "{name}");
+        let best = r.best().unwrap();
+        assert_eq!(best.path, name, "{:?}", r.candidates);
+        // the test means something: the other arrangement is a candidate
+        // with the melody evidence of a copy, and only audio tells them apart
+        let twin = r
+            .candidates
+            .iter()
+            .find(|c| c.path == other)
+            .unwrap_or_else(|| panic!("{other} is not a candidate: {:?}", r.candidates));
+        assert!(
+            twin.melody_score >= r.thresholds.melody,
+            "{other}: melody {}",
+            twin.melody_score
+        );
+        assert!(
+            best.audio_score > twin.audio_score,
+            "{name} {} vs {other} {}",
+            best.audio_score,
+            twin.audio_score
+        );
+    }
+}
