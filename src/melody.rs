@@ -61,17 +61,17 @@ const HARMONIC_TOLERANCE: f32 = 0.029;
 /// which a peak adds nothing to the salience: a maximum of white noise
 /// stands 5–13 dB above its floor (10th–90th percentile), one in a
 /// thousand 20 dB.
-const TONAL_LO_DB: f32 = 10.0;
+pub const TONAL_LO_DB: f32 = 10.0;
 /// Tonality at and above which a peak counts fully: half the partials of a
 /// decaying piano note and 80–90 % of a sustained wind note's stand higher.
 /// Between the two the weight rises linearly.
-const TONAL_HI_DB: f32 = 20.0;
+pub const TONAL_HI_DB: f32 = 20.0;
 /// A contour is voiced only if its f0's tonal harmonics carry at least this
 /// share of its frames' spectral-peak magnitude, on average. This is the
 /// absolute test (harmonicity) beside the relative one below: in white
 /// noise, dithered silence or a cymbal the tonal share stays under 0.05,
 /// whatever the level; a melody over chords or drums holds 0.2 and more.
-const MIN_HARMONIC_SHARE: f32 = 0.12;
+pub const MIN_HARMONIC_SHARE: f32 = 0.12;
 
 /// Salience bins computed together (in registers) by the spreading convolution.
 const LANES: usize = 16;
