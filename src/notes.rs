@@ -1,7 +1,7 @@
 //! Notes from the predominant melody: the representation a re-played tune
 //! keeps.
 //!
-//! A frame contour ([`Melody`], 10 ms) also carries what a rendition
+//! A frame contour ([`Melody`], 20 ms) also carries what a rendition
 //! changes: vibrato, glides, the instrument's attack and decay, the length
 //! of each note as played. A note sequence — onset, pitch, length — is what
 //! a re-rendition keeps (query-by-humming systems match on it; see

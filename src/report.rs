@@ -146,8 +146,13 @@ fn csv_row(o: &Outcome) -> Vec<String> {
 /// Schema version of the JSON report. Version 2 added `index_info`, the
 /// calibration record in `thresholds` (`calibrated_at`, `durations_s`,
 /// `excluded_suspects`), `notes` and, for flagged inputs audited with
-/// evidence, `evidence`; every version-1 field is still there.
-pub const JSON_VERSION: u32 = 2;
+/// evidence, `evidence`; every version-1 field is still there. Version 3
+/// changed the candidates' `raw` numbers to the note and harmony evidence
+/// that melody scores are now built from (`melodic_votes`, `harmony_score`,
+/// `harmony_null`, `notes_bits`, ... in place of `harmony_evidence`,
+/// `melody`, `melody_frames`); older documents still read, their missing
+/// `raw` numbers as 0.
+pub const JSON_VERSION: u32 = 3;
 
 /// What the report says about the index.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
