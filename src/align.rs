@@ -108,13 +108,10 @@ impl CellHistogram {
 
     #[inline]
     fn add(&mut self, s: f32) {
-        let b = ((s - HIST_LO) / HIST_STEP).round();
-        let b = if b.is_nan() {
-            0
-        } else {
-            b.clamp(0.0, (HIST_BINS - 1) as f32) as usize
-        };
-        self.counts[b] += 1;
+        // nearest bin; `as` saturates (and maps NaN to 0), so no clamp of
+        // the float and no call to `roundf` in the innermost loop
+        let b = ((s - HIST_LO) * (1.0 / HIST_STEP) + 0.5) as usize;
+        self.counts[b.min(HIST_BINS - 1)] += 1;
     }
 
     /// The positive root λ of `mean(e^{λ s}) = 1` over the counted scores,
@@ -124,35 +121,46 @@ impl CellHistogram {
         if total == 0.0 {
             return 0.0;
         }
-        let bins: Vec<(f64, f64)> = self
-            .counts
-            .iter()
-            .enumerate()
-            .filter(|(_, &c)| c > 0)
-            .map(|(b, &c)| ((HIST_LO + b as f32 * HIST_STEP) as f64, c as f64 / total))
-            .collect();
+        let mut bins = [(0f64, 0f64); HIST_BINS];
+        let mut n = 0;
+        for (b, &c) in self.counts.iter().enumerate() {
+            if c > 0 {
+                bins[n] = ((HIST_LO + b as f32 * HIST_STEP) as f64, c as f64 / total);
+                n += 1;
+            }
+        }
+        let bins = &bins[..n];
         let mean: f64 = bins.iter().map(|(s, p)| s * p).sum();
         let has_positive = bins.iter().any(|(s, _)| *s > 0.0);
         if mean >= 0.0 || !has_positive {
             return 0.0;
         }
         // f(λ) = Σ p e^{λ s} − 1 is convex, f(0) = 0, f'(0) = mean < 0 and
-        // f → ∞: bracket the positive root, then bisect
-        let f = |l: f64| bins.iter().map(|(s, p)| p * (l * s).exp()).sum::<f64>() - 1.0;
-        let mut hi = 0.5f64;
-        while f(hi) < 0.0 && hi < 1e3 {
-            hi *= 2.0;
+        // f → ∞: bracket the positive root from above, then Newton's
+        // method, which from above a convex function's root descends to it
+        // monotonically (quadratically near it)
+        let f_df = |l: f64| {
+            bins.iter().fold((-1.0, 0.0), |(f, df), (s, p)| {
+                let e = p * (l * s).exp();
+                (f + e, df + s * e)
+            })
+        };
+        let mut l = 0.5f64;
+        while f_df(l).0 < 0.0 && l < 1e3 {
+            l *= 2.0;
         }
-        let mut lo = 0.0f64;
-        for _ in 0..50 {
-            let mid = 0.5 * (lo + hi);
-            if f(mid) < 0.0 {
-                lo = mid;
-            } else {
-                hi = mid;
+        for _ in 0..60 {
+            let (f, df) = f_df(l);
+            if df <= 0.0 {
+                break;
+            }
+            let step = f / df;
+            l -= step;
+            if step.abs() <= 1e-7 * l.abs() {
+                break;
             }
         }
-        (0.5 * (lo + hi)) as f32
+        l as f32
     }
 }
 

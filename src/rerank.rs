@@ -25,7 +25,8 @@ use crate::ngrams::Event;
 use crate::params::AnalysisParams;
 use crate::sequences::Sequences;
 use crate::similarity::{
-    best_rotations, best_transpositions, cens_similarity, note_cell, HarmonyCells,
+    best_rotations, best_transpositions, cens_similarity, harmony_cell, note_cell_classes,
+    pitch_class_cents, rotate_cens, HarmonyCells,
 };
 
 /// Penalty of a (2, 1) or (1, 2) step of the harmony alignment.
@@ -106,8 +107,12 @@ pub struct NoteMatch {
 #[derive(Default)]
 pub struct Buffers {
     sim: Vec<f32>,
+    cells: Vec<f32>,
+    rotated: Vec<u8>,
     reversed: Vec<u8>,
-    reversed_events: Vec<Event>,
+    /// Pitch classes (cents in `[0, 1200)`) of the candidate's events, of
+    /// the same reversed within blocks, and of the transposed query's.
+    classes: [Vec<f32>; 3],
     /// The alignment's rows.
     pub scratch: Scratch,
 }
@@ -250,17 +255,35 @@ fn align_cens(
     buf: &mut Buffers,
 ) -> Alignment {
     let (nq, m) = (q.len() / 12, region.len() / 12);
-    cens_similarity(q, region, rot, &mut buf.sim);
-    let cells = HarmonyCells {
+    if band.is_some() {
+        // a long input: only the band's cells are visited, so they are
+        // computed where they are needed, never as an nq × m matrix
+        rotate_cens(region, rot, &mut buf.rotated);
+        let rotated = &buf.rotated;
+        return local_align(
+            nq,
+            m,
+            band,
+            |i, j| harmony_cell(q, rotated, i, j),
+            HARMONY_SKIP,
+            &mut buf.scratch,
+        );
+    }
+    // a short one (at most HARMONY_BAND_ABOVE frames against a bounded
+    // region): the whole matrix, computed in vectorised passes
+    cens_similarity(q, region, rot, &mut buf.rotated, &mut buf.sim);
+    HarmonyCells {
         sim: &buf.sim,
         nq,
         nc: m,
-    };
+    }
+    .scores_into(&mut buf.cells);
+    let cells = &buf.cells;
     local_align(
         nq,
         m,
         band,
-        |i, j| cells.cell(i, j),
+        |i, j| cells[i * m + j],
         HARMONY_SKIP,
         &mut buf.scratch,
     )
@@ -302,18 +325,22 @@ pub fn notes(q: &[Event], c: &[Event], v: &Vote, buf: &mut Buffers) -> NoteMatch
         }),
         _ => None,
     };
-    let mut reversed = std::mem::take(&mut buf.reversed_events);
+    let [mut item, mut reversed, mut query] = std::mem::take(&mut buf.classes);
+    item.clear();
+    item.extend(c.iter().map(|e| pitch_class_cents(e.cents)));
     reversed.clear();
-    for b in c.chunks(NULL_BLOCK_EVENTS) {
+    for b in item.chunks(NULL_BLOCK_EVENTS) {
         reversed.extend(b.iter().rev());
     }
     for t in transposes {
         let shift = t as f32 * 100.0;
+        query.clear();
+        query.extend(q.iter().map(|e| pitch_class_cents(e.cents - shift)));
         let a = local_align(
             nq,
             nc,
             band,
-            |i, j| note_cell(q[i].cents, c[j].cents, shift),
+            |i, j| note_cell_classes(query[i], item[j]),
             NOTE_SKIP,
             &mut buf.scratch,
         );
@@ -321,7 +348,7 @@ pub fn notes(q: &[Event], c: &[Event], v: &Vote, buf: &mut Buffers) -> NoteMatch
             nq,
             nc,
             band,
-            |i, j| note_cell(q[i].cents, reversed[j].cents, shift),
+            |i, j| note_cell_classes(query[i], reversed[j]),
             NOTE_SKIP,
             &mut buf.scratch,
         );
@@ -333,7 +360,7 @@ pub fn notes(q: &[Event], c: &[Event], v: &Vote, buf: &mut Buffers) -> NoteMatch
             best.null = null;
         }
     }
-    buf.reversed_events = reversed;
+    buf.classes = [item, reversed, query];
     best
 }
 

@@ -41,15 +41,14 @@ pub const NOTE_TOLERANCE: f32 = 50.0;
 /// Frame similarities of quantised CENS (`nq × 12` and `nc × 12`, ×255),
 /// query class `k` against candidate class `k − rot`, into `out`
 /// (`nq × nc`, row-major, in [0, 1]).
-pub fn cens_similarity(q: &[u8], c: &[u8], rot: usize, out: &mut Vec<f32>) {
+///
+/// `rotated` is a reusable buffer (the candidate rotated once, so that the
+/// inner loop is a plain dot product).
+pub fn cens_similarity(q: &[u8], c: &[u8], rot: usize, rotated: &mut Vec<u8>, out: &mut Vec<f32>) {
     let (nq, nc) = (q.len() / 12, c.len() / 12);
     out.clear();
     out.resize(nq * nc, 0.0);
-    // the candidate rotated once, so the inner loop is a plain dot product
-    let rotated: Vec<u8> = c
-        .chunks_exact(12)
-        .flat_map(|f| (0..12).map(move |k| f[(k + 12 - rot) % 12]))
-        .collect();
+    rotate_cens(c, rot, rotated);
     for (i, qi) in q.chunks_exact(12).enumerate() {
         let row = &mut out[i * nc..(i + 1) * nc];
         for (o, cj) in row.iter_mut().zip(rotated.chunks_exact(12)) {
@@ -60,6 +59,46 @@ pub fn cens_similarity(q: &[u8], c: &[u8], rot: usize, out: &mut Vec<f32>) {
             *o = d as f32 / (255.0 * 255.0);
         }
     }
+}
+
+/// The candidate's quantised CENS rotated so that its class `k` lines up
+/// with the query's class `k + rot` (what [`cens_similarity`] compares),
+/// into `out`.
+pub fn rotate_cens(c: &[u8], rot: usize, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend(
+        c.chunks_exact(12)
+            .flat_map(|f| (0..12).map(move |k| f[(k + 12 - rot) % 12])),
+    );
+}
+
+/// The harmony cell score at (`i`, `j`) computed from the CENS frames
+/// themselves (`q` the query's, `rotated` the candidate's after
+/// [`rotate_cens`]): the same value as [`HarmonyCells::cell`] over
+/// [`cens_similarity`], without the `nq × nc` matrix, for alignments
+/// that visit only a band of it (long inputs: memory stays linear).
+#[inline]
+pub fn harmony_cell(q: &[u8], rotated: &[u8], i: usize, j: usize) -> f32 {
+    let (nq, nc) = (q.len() / 12, rotated.len() / 12);
+    let dot = |i: usize, j: usize| {
+        let (a, b) = (&q[i * 12..i * 12 + 12], &rotated[j * 12..j * 12 + 12]);
+        let mut d = 0u32;
+        for k in 0..12 {
+            d += a[k] as u32 * b[k] as u32;
+        }
+        d as f32 / (255.0 * 255.0)
+    };
+    let mut sum = dot(i, j);
+    let mut n = 1.0;
+    if i > 0 && j > 0 {
+        sum += dot(i - 1, j - 1);
+        n += 1.0;
+    }
+    if i + 1 < nq && j + 1 < nc {
+        sum += dot(i + 1, j + 1);
+        n += 1.0;
+    }
+    ((sum / n - CELL_TAU) / CELL_SCALE).clamp(CELL_MIN, CELL_MAX)
 }
 
 /// Harmony cell scores over a similarity matrix (see [`cens_similarity`]):
@@ -91,6 +130,40 @@ impl HarmonyCells<'_> {
         }
         ((sum / n - CELL_TAU) / CELL_SCALE).clamp(CELL_MIN, CELL_MAX)
     }
+
+    /// Every cell score, row-major into `out` (`nq × nc`): the same values
+    /// as [`HarmonyCells::cell`], computed row by row so that the inner loop
+    /// has no branch and vectorises.
+    pub fn scores_into(&self, out: &mut Vec<f32>) {
+        let (sim, nq, nc) = (self.sim, self.nq, self.nc);
+        out.clear();
+        out.resize(nq * nc, 0.0);
+        if nq == 0 || nc == 0 {
+            return;
+        }
+        let map = |mean: f32| ((mean - CELL_TAU) / CELL_SCALE).clamp(CELL_MIN, CELL_MAX);
+        for i in 0..nq {
+            let row = &sim[i * nc..(i + 1) * nc];
+            let o = &mut out[i * nc..(i + 1) * nc];
+            let up = (i > 0).then(|| &sim[(i - 1) * nc..i * nc]);
+            let down = (i + 1 < nq).then(|| &sim[(i + 1) * nc..(i + 2) * nc]);
+            match (up, down) {
+                (Some(u), Some(d)) if nc >= 2 => {
+                    // interior columns 1..nc-1 have both neighbours
+                    for j in 1..nc - 1 {
+                        o[j] = map((u[j - 1] + row[j] + d[j + 1]) * (1.0 / 3.0));
+                    }
+                    o[0] = self.cell(i, 0);
+                    o[nc - 1] = self.cell(i, nc - 1);
+                }
+                _ => {
+                    for (j, v) in o.iter_mut().enumerate() {
+                        *v = self.cell(i, j);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The note cell of query pitch `q` and candidate pitch `c` (MIDI cents)
@@ -100,7 +173,21 @@ impl HarmonyCells<'_> {
 /// arrangements move lines by octaves).
 #[inline]
 pub fn note_cell(q: f32, c: f32, transpose: f32) -> f32 {
-    let d = (q - transpose - c).rem_euclid(1200.0);
+    note_cell_classes(pitch_class_cents(q - transpose), pitch_class_cents(c))
+}
+
+/// A pitch in cents reduced modulo the octave, in `[0, 1200)`.
+#[inline]
+pub fn pitch_class_cents(cents: f32) -> f32 {
+    cents.rem_euclid(1200.0)
+}
+
+/// [`note_cell`] of two pitches already reduced by [`pitch_class_cents`]
+/// (the query's with the transposition taken off): the note alignment's
+/// innermost loop, so the reduction is done once per event, not per cell.
+#[inline]
+pub fn note_cell_classes(q: f32, c: f32) -> f32 {
+    let d = (q - c).abs();
     let d = d.min(1200.0 - d);
     if d <= NOTE_TOLERANCE {
         NOTE_MATCH
@@ -224,6 +311,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn harmony_scores_in_one_pass_and_on_the_fly_equal_cell_by_cell() {
+        let mut seed = 7u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32
+        };
+        for (nq, nc) in [(1, 1), (1, 5), (5, 1), (2, 2), (7, 13), (13, 7)] {
+            let q: Vec<u8> = (0..nq * 12).map(|_| (next() * 255.0) as u8).collect();
+            let c: Vec<u8> = (0..nc * 12).map(|_| (next() * 255.0) as u8).collect();
+            let (mut sim, mut rotated) = (Vec::new(), Vec::new());
+            cens_similarity(&q, &c, 5, &mut rotated, &mut sim);
+            let cells = HarmonyCells { sim: &sim, nq, nc };
+            let mut out = Vec::new();
+            cells.scores_into(&mut out);
+            for i in 0..nq {
+                for j in 0..nc {
+                    let (a, b) = (out[i * nc + j], cells.cell(i, j));
+                    let on_the_fly = harmony_cell(&q, &rotated, i, j);
+                    assert!((a - b).abs() <= 1e-5, "{nq}x{nc} ({i},{j}): {a} vs {b}");
+                    assert!((on_the_fly - b).abs() <= 1e-5, "{on_the_fly} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn note_cells_know_classes_steps_and_octaves() {
         assert_eq!(note_cell(6200.0, 6000.0, 200.0), NOTE_MATCH);
         assert_eq!(note_cell(7400.0, 6000.0, 200.0), NOTE_MATCH);
@@ -242,10 +355,10 @@ mod tests {
         let mut c = vec![0u8; 12];
         c[2] = 255;
         let mut out = Vec::new();
-        cens_similarity(&q, &c, 0, &mut out);
+        cens_similarity(&q, &c, 0, &mut Vec::new(), &mut out);
         assert_eq!(out, vec![0.0]);
         // query class k against candidate class k - rot: rot = 10 brings 2 to 0
-        cens_similarity(&q, &c, 10, &mut out);
+        cens_similarity(&q, &c, 10, &mut Vec::new(), &mut out);
         assert!((out[0] - 1.0).abs() < 1e-6);
         assert_eq!(best_rotations(&q, &c, 1), vec![10]);
     }
