@@ -13,10 +13,12 @@ REFRAIN_REQUIRE_RAY=1 (as CI sets), which makes a missing Ray a failure.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import wave
 
@@ -48,6 +50,11 @@ def cluster(tmp_path_factory):
     both with `--block` so that ending them (by their process ids) stops
     their nodes."""
     port = _free_port()
+    # no token authentication (Ray 2.52+ turns it on when a token file such
+    # as ~/.ray/auth_token exists): the nodes and this driver must agree,
+    # and a private cluster on 127.0.0.1 needs none
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     common = [
         "--node-ip-address=127.0.0.1",
@@ -56,11 +63,22 @@ def cluster(tmp_path_factory):
         "--disable-usage-stats",
         "--block",
     ]
+    # Ray's files (its sockets, and the address file a later ray.init()
+    # would connect to) in a short temporary directory, removed at the end
+    temp_dir = tempfile.mkdtemp(prefix="rfr-ray-", dir="/tmp")
     logs = tmp_path_factory.mktemp("ray-logs")
     head_log = open(logs / "head.log", "w")
     worker_log = open(logs / "worker.log", "w")
     head = subprocess.Popen(
-        [_ray_bin(), "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+        [
+            _ray_bin(),
+            "start",
+            "--head",
+            f"--port={port}",
+            f"--temp-dir={temp_dir}",
+            "--include-dashboard=false",
+            *common,
+        ],
         env=env,
         stdout=head_log,
         stderr=subprocess.STDOUT,
@@ -95,6 +113,11 @@ def cluster(tmp_path_factory):
                 p.wait()
         head_log.close()
         worker_log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
 
 
 def _items():
