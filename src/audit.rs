@@ -209,23 +209,40 @@ impl Report {
 /// plain pass means "judged and not a copy".
 pub const MIN_JUDGED_S: f64 = 5.0;
 
-/// Finishes a report where it is made: clamps every candidate's times to
-/// the durations of the query (`query_*`) and of its item (`match_*`), and
-/// adds the notes a reader must know (a query too short to judge, channels
-/// that cancel).
-fn finish_report(report: &mut Report, source: &decode::SourceInfo, index: &Index) {
-    let q = source.duration_s.max(0.0) as f32;
-    for c in &mut report.candidates {
-        let m = index
-            .manifest
-            .items
-            .get(c.item)
-            .map_or(f32::INFINITY, |i| i.duration_s.max(0.0) as f32);
-        c.query_start_s = c.query_start_s.clamp(0.0, q);
-        c.query_end_s = c.query_end_s.clamp(c.query_start_s, q);
-        c.match_start_s = c.match_start_s.clamp(0.0, m);
-        c.match_end_s = c.match_end_s.clamp(c.match_start_s, m);
-    }
+/// Clamps a candidate's times to the durations of the query (`query_*`,
+/// `query_s`) and of its item (`match_*`, `item_s`).
+pub(crate) fn clamp_times(c: &mut Candidate, query_s: f64, item_s: f64) {
+    let q = query_s.max(0.0) as f32;
+    let m = item_s.max(0.0) as f32;
+    c.query_start_s = c.query_start_s.clamp(0.0, q);
+    c.query_end_s = c.query_end_s.clamp(c.query_start_s, q);
+    c.match_start_s = c.match_start_s.clamp(0.0, m);
+    c.match_end_s = c.match_end_s.clamp(c.match_start_s, m);
+}
+
+/// The report of ranked `candidates`: the first `top_k` under `t`, the
+/// verdict, and the notes a reader must know (a query too short to judge,
+/// channels that cancel, a length calibration did not cover).
+pub(crate) fn report_of(
+    mut candidates: Vec<Candidate>,
+    t: Thresholds,
+    top_k: usize,
+    source: &decode::SourceInfo,
+) -> Report {
+    score::rank(&mut candidates, &t);
+    candidates.truncate(top_k.max(1));
+    let verdict = match candidates.first() {
+        Some(c) if c.audio_score >= t.audio || c.melody_score >= t.melody => Verdict::Flag,
+        _ => Verdict::Pass,
+    };
+    let mut report = Report {
+        verdict,
+        duration_s: source.duration_s,
+        thresholds: t,
+        candidates,
+        notes: Vec::new(),
+        evidence: None,
+    };
     if source.duration_s < MIN_JUDGED_S {
         report.notes.push(format!(
             "too short to judge: {:.1} s (copies shorter than {MIN_JUDGED_S:.0} s are not \
@@ -236,6 +253,11 @@ fn finish_report(report: &mut Report, source: &decode::SourceInfo, index: &Index
     if let Some(n) = decode::cancelled_note(source) {
         report.notes.push(n);
     }
+    report.notes.extend(crate::calibrate::coverage_note(
+        &report.thresholds,
+        report.duration_s,
+    ));
+    report
 }
 
 /// Per-thread reusable state.
@@ -434,26 +456,16 @@ impl<'a> Auditor<'a> {
                 })
                 .collect::<Vec<_>>())
         })?;
+        for c in &mut candidates {
+            let m = index
+                .manifest
+                .items
+                .get(c.item)
+                .map_or(f64::INFINITY, |i| i.duration_s);
+            clamp_times(c, fp.source.duration_s, m);
+        }
         let t = self.thresholds().clone();
-        score::rank(&mut candidates, &t);
-        candidates.truncate(self.config.top_k.max(1));
-        let verdict = match candidates.first() {
-            Some(c) if c.audio_score >= t.audio || c.melody_score >= t.melody => Verdict::Flag,
-            _ => Verdict::Pass,
-        };
-        let mut report = Report {
-            verdict,
-            duration_s: fp.source.duration_s,
-            thresholds: t,
-            candidates,
-            notes: Vec::new(),
-            evidence: None,
-        };
-        finish_report(&mut report, &fp.source, self.index);
-        report.notes.extend(crate::calibrate::coverage_note(
-            &report.thresholds,
-            report.duration_s,
-        ));
+        let mut report = report_of(candidates, t, self.config.top_k, &fp.source);
         if self.config.evidence {
             report.evidence = crate::evidence::of_report(&report, fp, &query, self.index);
         }
@@ -461,7 +473,7 @@ impl<'a> Auditor<'a> {
     }
 
     /// Re-ranks one candidate and scores it.
-    fn candidate(
+    pub(crate) fn candidate(
         &self,
         q: &Sequences,
         v: &Vote,

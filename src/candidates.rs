@@ -44,7 +44,7 @@ pub const MELODIC_CANDIDATE_COUNT: u32 = 3;
 const BIN_S: f32 = 2.0;
 
 /// A candidate item and where its evidence points.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Vote {
     /// Item id.
     pub item: usize,
@@ -77,6 +77,145 @@ pub struct VoteSettings<'a> {
 /// Leading embedding dimensions that hold the harmony part.
 const HARMONY_DIMS: usize = 7 * crate::embed::TIME_BANDS.len();
 
+/// One query window vector of the embedding search, in the order the
+/// votes are counted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueryWindow {
+    /// Pass: `scale index` (plain) or `scales + scale index` (harmony part
+    /// alone).
+    pub pass: u8,
+    /// Start of the window in scaled query time, seconds.
+    pub t_q: f32,
+    /// Factor on the similarity of its hits.
+    pub gain: f32,
+}
+
+/// Calls `visit` with every query window vector of the embedding search
+/// (every scale, the plain pass then the harmony part alone), in the order
+/// [`VoteCounter`] must count their hits. `harmony_query` is a reused
+/// buffer.
+///
+/// # Errors
+///
+/// Those of `visit`.
+pub fn for_each_window(
+    fp: &Fingerprint,
+    scales: &[f64],
+    embedder: &mut Embedder,
+    harmony_query: &mut Vec<f32>,
+    mut visit: impl FnMut(QueryWindow, &[f32]) -> Result<()>,
+) -> Result<()> {
+    let n = scales.len();
+    for (si, &scale) in scales.iter().enumerate() {
+        let emb = if (scale - 1.0).abs() < 1e-9 {
+            embedder.embed(fp.chroma.view(), fp.bands.view())
+        } else {
+            let c = time_scale(fp.chroma.view(), scale);
+            let b = time_scale(fp.bands.view(), scale);
+            embedder.embed(c.view(), b.view())
+        };
+        // the plain pass, then a pass on the harmony part alone:
+        // re-played melodies keep their harmony, not their texture
+        let passes: &[(usize, bool)] = &[(si, false), (n + si, true)];
+        for &(pass, harmony_only) in passes {
+            for (qw, v) in emb.vectors.rows().into_iter().enumerate() {
+                let t_q = (qw as f64 * emb.hop_s) as f32; // in scaled query time
+                let v = v.as_slice().expect("contiguous");
+                let (query, gain) = if harmony_only {
+                    harmony_query.clear();
+                    harmony_query.extend_from_slice(v);
+                    harmony_query[HARMONY_DIMS..].fill(0.0);
+                    crate::embed::normalize(harmony_query);
+                    (&harmony_query[..], 1.0 / crate::embed::HARMONY_WEIGHT)
+                } else {
+                    (v, 1.0)
+                };
+                visit(
+                    QueryWindow {
+                        pass: pass as u8,
+                        t_q,
+                        gain,
+                    },
+                    query,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Counts the embedding votes of query windows' hits (see
+/// [`embedding_votes`]); windows must be added in the order
+/// [`for_each_window`] gives them.
+#[derive(Debug, Default)]
+pub struct VoteCounter {
+    /// (item, pass, offset bin) -> votes
+    bins: HashMap<(u32, u8, i32), f32>,
+    best_hit: HashMap<(u32, u8, i32), f32>,
+}
+
+impl VoteCounter {
+    /// Adds one query window's nearest stored windows, `(item, start in
+    /// the item in seconds, distance)`, leaving out item `exclude`.
+    pub fn add(
+        &mut self,
+        w: QueryWindow,
+        hits: impl IntoIterator<Item = (u32, f32, f32)>,
+        exclude: Option<usize>,
+    ) {
+        self.best_hit.clear();
+        for (item, start, dist) in hits {
+            if Some(item as usize) == exclude {
+                continue;
+            }
+            let offset = start - w.t_q;
+            let key = (item, w.pass, (offset / BIN_S).round() as i32);
+            let sim = ((1.0 - dist) * w.gain).clamp(0.0, 1.0);
+            let e = self.best_hit.entry(key).or_insert(0.0);
+            *e = e.max(sim);
+        }
+        for (k, v) in self.best_hit.iter() {
+            *self.bins.entry(*k).or_insert(0.0) += v;
+        }
+    }
+
+    /// The `candidates` items with the most votes, best first (`scales` as
+    /// the windows were made with).
+    pub fn votes(&self, scales: &[f64], candidates: usize) -> Vec<Vote> {
+        let n = scales.len();
+        let bins = &self.bins;
+        // an item's vote: its best bin plus its neighbours
+        let mut per_item: HashMap<u32, Vote> = HashMap::new();
+        for (&(item, si, b), _) in bins.iter() {
+            let v = bins.get(&(item, si, b)).copied().unwrap_or(0.0)
+                + 0.5 * bins.get(&(item, si, b - 1)).copied().unwrap_or(0.0)
+                + 0.5 * bins.get(&(item, si, b + 1)).copied().unwrap_or(0.0);
+            let e = per_item.entry(item).or_insert(Vote {
+                item: item as usize,
+                votes: 0.0,
+                offset_s: f32::INFINITY,
+                scale: 1.0,
+                scale_index: usize::MAX,
+                melodic: None,
+            });
+            // ties go to the smaller offset and scale index, so the result
+            // does not depend on the hash map's (per-process) order
+            let key = (b as f32 * BIN_S, si as usize % n);
+            let current = (e.offset_s, e.scale_index);
+            if v > e.votes || (v == e.votes && key < current) {
+                e.votes = v;
+                e.scale_index = key.1;
+                e.offset_s = key.0;
+                e.scale = scales[key.1];
+            }
+        }
+        let mut votes: Vec<Vote> = per_item.into_values().collect();
+        votes.sort_by(|a, b| b.votes.total_cmp(&a.votes).then(a.item.cmp(&b.item)));
+        votes.truncate(candidates.max(1));
+        votes
+    }
+}
+
 /// Candidate items of the window embeddings, with their best offset
 /// (seconds) and time scale, best first. `harmony_query` is a reused
 /// buffer.
@@ -94,86 +233,23 @@ pub fn embedding_votes(
     harmony_query: &mut Vec<f32>,
 ) -> Result<Vec<Vote>> {
     let search = index.search();
-    // (item, pass, offset bin) -> votes
-    let mut bins: HashMap<(u32, u8, i32), f32> = HashMap::new();
-    let mut best_hit: HashMap<(u32, u8, i32), f32> = HashMap::new();
-    let n = s.scales.len();
-    for (si, &scale) in s.scales.iter().enumerate() {
-        let emb = if (scale - 1.0).abs() < 1e-9 {
-            embedder.embed(fp.chroma.view(), fp.bands.view())
-        } else {
-            let c = time_scale(fp.chroma.view(), scale);
-            let b = time_scale(fp.bands.view(), scale);
-            embedder.embed(c.view(), b.view())
-        };
-        // the plain pass, then a pass on the harmony part alone:
-        // re-played melodies keep their harmony, not their texture
-        let passes: &[(usize, bool)] = &[(si, false), (n + si, true)];
-        for &(pass, harmony_only) in passes {
-            for (qw, v) in emb.vectors.rows().into_iter().enumerate() {
-                let t_q = (qw as f64 * emb.hop_s) as f32; // in scaled query time
-                best_hit.clear();
-                let v = v.as_slice().expect("contiguous");
-                let (query, gain) = if harmony_only {
-                    harmony_query.clear();
-                    harmony_query.extend_from_slice(v);
-                    harmony_query[HARMONY_DIMS..].fill(0.0);
-                    crate::embed::normalize(harmony_query);
-                    (&harmony_query[..], 1.0 / crate::embed::HARMONY_WEIGHT)
-                } else {
-                    (v, 1.0)
-                };
-                for (id, dist) in search.search(query, s.neighbors) {
-                    let (Some(&item), Some(&start)) = (
-                        index.window_item.get(id as usize),
-                        index.window_start_s.get(id as usize),
-                    ) else {
-                        return Err(bad_window_id(id, index.window_item.len()));
-                    };
-                    if Some(item as usize) == s.exclude {
-                        continue;
-                    }
-                    let offset = start - t_q;
-                    let key = (item, pass as u8, (offset / BIN_S).round() as i32);
-                    let sim = ((1.0 - dist) * gain).clamp(0.0, 1.0);
-                    let e = best_hit.entry(key).or_insert(0.0);
-                    *e = e.max(sim);
-                }
-                for (k, v) in best_hit.iter() {
-                    *bins.entry(*k).or_insert(0.0) += v;
-                }
-            }
+    let mut counter = VoteCounter::default();
+    let mut hits: Vec<(u32, f32, f32)> = Vec::new();
+    for_each_window(fp, s.scales, embedder, harmony_query, |w, query| {
+        hits.clear();
+        for (id, dist) in search.search(query, s.neighbors) {
+            let (Some(&item), Some(&start)) = (
+                index.window_item.get(id as usize),
+                index.window_start_s.get(id as usize),
+            ) else {
+                return Err(bad_window_id(id, index.window_item.len()));
+            };
+            hits.push((item, start, dist));
         }
-    }
-    // an item's vote: its best bin plus its neighbours
-    let mut per_item: HashMap<u32, Vote> = HashMap::new();
-    for (&(item, si, b), _) in bins.iter() {
-        let v = bins.get(&(item, si, b)).copied().unwrap_or(0.0)
-            + 0.5 * bins.get(&(item, si, b - 1)).copied().unwrap_or(0.0)
-            + 0.5 * bins.get(&(item, si, b + 1)).copied().unwrap_or(0.0);
-        let e = per_item.entry(item).or_insert(Vote {
-            item: item as usize,
-            votes: 0.0,
-            offset_s: f32::INFINITY,
-            scale: 1.0,
-            scale_index: usize::MAX,
-            melodic: None,
-        });
-        // ties go to the smaller offset and scale index, so the result
-        // does not depend on the hash map's (per-process) order
-        let key = (b as f32 * BIN_S, si as usize % n);
-        let current = (e.offset_s, e.scale_index);
-        if v > e.votes || (v == e.votes && key < current) {
-            e.votes = v;
-            e.scale_index = key.1;
-            e.offset_s = key.0;
-            e.scale = s.scales[key.1];
-        }
-    }
-    let mut votes: Vec<Vote> = per_item.into_values().collect();
-    votes.sort_by(|a, b| b.votes.total_cmp(&a.votes).then(a.item.cmp(&b.item)));
-    votes.truncate(s.candidates.max(1));
-    Ok(votes)
+        counter.add(w, hits.iter().copied(), s.exclude);
+        Ok(())
+    })?;
+    Ok(counter.votes(s.scales, s.candidates))
 }
 
 /// The error for a candidate-search hit that names no stored window (an

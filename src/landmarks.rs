@@ -77,7 +77,7 @@ pub const MAX_HITS_PER_FRAME: usize = 30;
 pub const BACKGROUND_FLOOR: f32 = 4.0;
 /// Items after the best one examined for the background (duplicates of the
 /// best one are passed over).
-const BACKGROUND_CANDIDATES: usize = 4;
+pub const BACKGROUND_CANDIDATES: usize = 4;
 /// Two items are the same recording (around a match) when this share of
 /// one's peaks are also the other's, at the offset the query implies.
 const SAME_RECORDING_SHARE: f32 = 0.6;
@@ -96,7 +96,7 @@ pub struct PickerSettings {
 }
 
 /// A landmark peak: STFT frame and bin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct LandmarkPeak {
     /// STFT frame index.
     pub frame: u32,
@@ -315,8 +315,6 @@ fn hash(bin: u16, df: i32, dt: u32) -> u32 {
 pub struct SearchScratch {
     /// (item and biased offset, query frame) of every hit.
     hits: Vec<(u64, u32)>,
-    /// (list length, query hash, list start) of the hashes looked up.
-    order: Vec<(u32, u32, u64)>,
     /// Query frames of one item's best window.
     frames: Vec<u32>,
 }
@@ -340,7 +338,7 @@ pub struct LandmarkIndex {
 }
 
 /// An item's best offset.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LandmarkMatch {
     /// Item id.
     pub item: u32,
@@ -455,6 +453,44 @@ pub fn same_recording(
     found as f32 >= SAME_RECORDING_SHARE * a.len() as f32
 }
 
+/// The query hashes a search looks up, by position in `query`, given
+/// each one's stored list length (`list_len(position)`): those with 1 to
+/// [`MAX_LIST`] stored pairs, rarest first within a budget of
+/// [`MAX_HITS_PER_FRAME`] stored pairs per query frame (common hashes, a
+/// bass note of a common timbre, say little and cost the most).
+pub fn select(query: &[Landmark], list_len: impl Fn(usize) -> usize) -> Vec<u32> {
+    // (list length, query position, unused): the element type the search
+    // has always sorted, so that ties fall as they did
+    let mut order: Vec<(u32, u32, u64)> = Vec::new();
+    let mut total = 0usize;
+    for i in 0..query.len() {
+        let n = list_len(i);
+        if n > 0 && n <= MAX_LIST {
+            order.push((n as u32, i as u32, 0));
+            total += n;
+        }
+    }
+    let frames = query
+        .iter()
+        .map(|l| l.frame as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut budget = MAX_HITS_PER_FRAME * frames;
+    if total > budget {
+        // by list length (a counting sort: lengths are at most MAX_LIST)
+        order.sort_unstable_by_key(|o| o.0);
+    }
+    let mut selected = Vec::with_capacity(order.len());
+    for &(n, i, _) in order.iter() {
+        if n as usize > budget {
+            break;
+        }
+        budget -= n as usize;
+        selected.push(i);
+    }
+    selected
+}
+
 impl LandmarkIndex {
     /// Builds the table from each item's peaks (item id = position).
     pub fn build<'a, I>(items: I, fan_out: usize) -> Self
@@ -503,6 +539,14 @@ impl LandmarkIndex {
         self.postings.is_empty()
     }
 
+    /// Stored pairs with hash `hash` (0 for a hash out of range).
+    pub fn list_len(&self, hash: u32) -> usize {
+        let h = hash as usize;
+        self.starts
+            .get(h..h + 2)
+            .map_or(0, |s| (s[1] - s[0]) as usize)
+    }
+
     /// Matches a query's hashes, leaving out `exclude` (leave-one-out).
     /// `scratch` is reused between calls.
     pub fn search(
@@ -511,44 +555,37 @@ impl LandmarkIndex {
         exclude: Option<usize>,
         scratch: &mut SearchScratch,
     ) -> LandmarkMatches {
+        let selected = select(query, |i| self.list_len(query[i].hash));
+        self.search_selected(query, &selected, exclude, scratch)
+    }
+
+    /// [`LandmarkIndex::search`] looking up only the query hashes
+    /// `selected` (positions in `query`, as [`select`] gives them). A
+    /// sharded index selects with the list lengths summed over its shards,
+    /// so that every shard looks up what one index holding all items would.
+    pub fn search_selected(
+        &self,
+        query: &[Landmark],
+        selected: &[u32],
+        exclude: Option<usize>,
+        scratch: &mut SearchScratch,
+    ) -> LandmarkMatches {
         let SearchScratch {
             hits: scratch,
-            order,
             frames: run,
+            ..
         } = scratch;
         scratch.clear();
-        // rarest hashes first, within a budget of hits: common hashes (a
-        // bass note of a common timbre) say little and cost the most
-        order.clear();
-        let mut total = 0usize;
-        for (i, l) in query.iter().enumerate() {
+        for &i in selected {
+            let Some(l) = query.get(i as usize) else {
+                continue;
+            };
             let h = l.hash as usize;
             let Some(s) = self.starts.get(h..h + 2) else {
                 continue;
             };
-            let n = (s[1] - s[0]) as usize;
-            if n > 0 && n <= MAX_LIST {
-                order.push((n as u32, i as u32, s[0]));
-                total += n;
-            }
-        }
-        let frames = query
-            .iter()
-            .map(|l| l.frame as usize + 1)
-            .max()
-            .unwrap_or(0);
-        let mut budget = MAX_HITS_PER_FRAME * frames;
-        if total > budget {
-            // by list length (a counting sort: lengths are at most MAX_LIST)
-            order.sort_unstable_by_key(|o| o.0);
-        }
-        for &(n, i, start) in order.iter() {
-            if n as usize > budget {
-                break;
-            }
-            budget -= n as usize;
-            let frame = query[i as usize].frame;
-            for p in &self.postings[start as usize..start as usize + n as usize] {
+            let frame = l.frame;
+            for p in &self.postings[s[0] as usize..s[1] as usize] {
                 if Some(p.item as usize) == exclude {
                     continue;
                 }

@@ -43,6 +43,7 @@ pub mod rerank;
 pub mod score;
 pub mod search;
 pub mod sequences;
+pub mod shard;
 pub mod similarity;
 pub mod stft;
 pub mod stream;

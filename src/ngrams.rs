@@ -144,7 +144,7 @@ pub struct MelodicIndex {
 }
 
 /// An item's best offset window.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MelodicMatch {
     /// Item id.
     pub item: u32,
@@ -224,6 +224,31 @@ impl MelodicIndex {
         events_of: impl Fn(u32) -> &'a [Event],
         scratch: &mut MelodicScratch,
     ) -> Vec<MelodicMatch> {
+        self.search_with(query, exclude, events_of, scratch, |_, n| n <= MAX_LIST)
+    }
+
+    /// Stored n-grams with hash `hash` (0 for a hash out of range or an
+    /// empty table).
+    pub fn list_len(&self, hash: u32) -> usize {
+        let h = hash as usize;
+        self.starts
+            .get(h..h + 2)
+            .map_or(0, |s| (s[1] - s[0]) as usize)
+    }
+
+    /// [`MelodicIndex::search`] looking up the query n-grams (positions in
+    /// what [`grams`] gives for `query`) for which `keep(position, stored
+    /// list length)` holds. A sharded index keeps those whose list lengths
+    /// summed over its shards are at most [`MAX_LIST`], as one index
+    /// holding all items would.
+    pub fn search_with<'a>(
+        &self,
+        query: &[Event],
+        exclude: Option<usize>,
+        events_of: impl Fn(u32) -> &'a [Event],
+        scratch: &mut MelodicScratch,
+        keep: impl Fn(usize, usize) -> bool,
+    ) -> Vec<MelodicMatch> {
         let MelodicScratch { grams: g, hits } = scratch;
         g.clear();
         hits.clear();
@@ -231,10 +256,10 @@ impl MelodicIndex {
             return Vec::new();
         }
         grams(query, g);
-        for x in g.iter() {
+        for (gi, x) in g.iter().enumerate() {
             let h = x.hash as usize;
             let (s, e) = (self.starts[h] as usize, self.starts[h + 1] as usize);
-            if e - s > MAX_LIST {
+            if !keep(gi, e - s) {
                 continue;
             }
             for p in &self.postings[s..e] {

@@ -8,7 +8,8 @@
         print(v.match, v.audio_score, v.melody_score, v.query_start_s, v.match_start_s)
 
 Every check releases the GIL; an auditor may be shared between threads.
-``check_batch`` audits many clips on all cores (one bad clip gives its
+``refrain.ray`` (with ``pip install refrain[ray]``) serves a sharded index
+from Ray actors, with verdicts equal to one index's. ``check_batch`` audits many clips on all cores (one bad clip gives its
 exception in the result list, not a failed batch), ``stream`` checks audio
 while it is generated. Errors are ``refrain.RefrainError`` subclasses that
 are also the built-in exception for their kind (bad input is a
@@ -35,6 +36,8 @@ from ._refrain import (
     Stream,
     Verdict,
     __version__,
+    calibrate_thresholds,
+    override_thresholds,
 )
 
 __all__ = [
@@ -51,6 +54,8 @@ __all__ = [
     "RefrainOSError",
     "IncompatibleError",
     "StateError",
+    "calibrate_thresholds",
+    "override_thresholds",
     "MIN_CLIP_S",
     "MIN_JUDGED_S",
     "__version__",

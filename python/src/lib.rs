@@ -11,11 +11,12 @@ use std::time::Instant;
 
 use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyType};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyType};
 use rayon::prelude::*;
 use refrain_lib::analysis::Analyzer;
 use refrain_lib::audit::{self, AuditConfig, Report};
 use refrain_lib::index::{self, Thresholds};
+use refrain_lib::shard;
 use refrain_lib::stream::{StreamCheck, StreamChecker, StreamConfig};
 use refrain_lib::{decode, AnalysisParams, ErrorKind};
 
@@ -408,6 +409,37 @@ impl IndexBuilder {
         Ok(true)
     }
 
+    /// Decodes an audio file (any format `refrain index` reads) and adds
+    /// it under `name`. Returns False when the same decoded samples were
+    /// already added.
+    fn add_file(&mut self, py: Python<'_>, name: &str, path: std::path::PathBuf) -> PyResult<bool> {
+        let builder = self
+            .inner
+            .as_mut()
+            .ok_or_else(|| state_err("this builder was already built".into()))?;
+        let analyzer = &mut self.analyzer;
+        let target = analyzer.params().sample_rate;
+        let audio = py
+            .detach(|| {
+                decode::decode_file_with_limits(&path, target, &decode::DecodeLimits::default())
+            })
+            .map_err(py_err)?;
+        let mut h = blake3::Hasher::new();
+        h.update(&audio.sample_rate.to_le_bytes());
+        for x in &audio.samples {
+            h.update(&x.to_le_bytes());
+        }
+        let hash = h.finalize().to_hex().to_string();
+        if builder.contains(&hash) {
+            return Ok(false);
+        }
+        let fp = py
+            .detach(|| analyzer.analyze(&audio).map_err(|e| e.with_path(&path)))
+            .map_err(py_err)?;
+        builder.add(name, &hash, &fp).map_err(py_err)?;
+        Ok(true)
+    }
+
     /// Number of items added.
     fn __len__(&self) -> usize {
         self.inner.as_ref().map_or(0, |b| b.len())
@@ -479,6 +511,17 @@ impl Auditor {
         let s = clip_samples(samples, "samples")?;
         s.check_length(rate, "samples")?;
         let (report, ms) = py.detach(|| self.check_one(&s, rate));
+        Ok(Verdict::new(report.map_err(py_err)?, None, ms))
+    }
+
+    /// Audits an audio file (any format `refrain audit` reads). Returns a
+    /// `Verdict`.
+    fn check_file(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<Verdict> {
+        let (report, ms) = py.detach(|| {
+            let t = Instant::now();
+            let r = audit::Auditor::with_config(&self.index, self.config.clone()).check_file(&path);
+            (r, t.elapsed().as_secs_f64() * 1e3)
+        });
         Ok(Verdict::new(report.map_err(py_err)?, None, ms))
     }
 
@@ -924,6 +967,331 @@ impl Verdict {
     }
 }
 
+/// A message of a sharded audit from the library's types.
+fn msg_bytes<'py, T: serde::Serialize>(py: Python<'py>, m: &T) -> Bound<'py, PyBytes> {
+    PyBytes::new(py, &shard::to_bytes(m))
+}
+
+fn read_msg<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> PyResult<T> {
+    shard::from_bytes(b, what).map_err(py_err)
+}
+
+fn thresholds_from_json(json: &str) -> PyResult<Thresholds> {
+    serde_json::from_str(json).map_err(|e| value_err(format!("thresholds JSON: {e}")))
+}
+
+fn thresholds_to_json(t: &Thresholds) -> PyResult<String> {
+    serde_json::to_string(t).map_err(|e| refrain_err("RefrainError", e.to_string()))
+}
+
+/// One shard of a sharded index (an ordinary index directory holding the
+/// items from `item_offset` and the windows from `window_offset` of the
+/// whole), answering the steps of a sharded audit (see `refrain.ray`).
+#[pyclass(module = "refrain", frozen)]
+struct Shard {
+    index: Arc<index::Index>,
+    item_offset: u32,
+    window_offset: u32,
+}
+
+impl Shard {
+    fn shard(&self) -> shard::Shard<'_> {
+        shard::Shard::new(&self.index, self.item_offset, self.window_offset)
+    }
+
+    fn query(&self, b: &[u8]) -> refrain_lib::Result<shard::Query> {
+        shard::Query::from_bytes(b, self.index.params())
+    }
+}
+
+#[pymethods]
+impl Shard {
+    /// Opens the shard's index directory.
+    #[staticmethod]
+    #[pyo3(signature = (path, item_offset = 0, window_offset = 0))]
+    fn open(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        item_offset: u32,
+        window_offset: u32,
+    ) -> PyResult<Self> {
+        let ix = py.detach(|| index::Index::open(&path)).map_err(py_err)?;
+        Ok(Shard {
+            index: Arc::new(ix),
+            item_offset,
+            window_offset,
+        })
+    }
+
+    /// Number of items in the shard.
+    fn __len__(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Number of stored windows in the shard.
+    #[getter]
+    fn windows(&self) -> usize {
+        self.index.window_item.len()
+    }
+
+    /// The item paths, in id order.
+    #[getter]
+    fn paths(&self) -> Vec<String> {
+        self.index
+            .manifest
+            .items
+            .iter()
+            .map(|i| i.path.clone())
+            .collect()
+    }
+
+    /// The analysis parameters, as JSON (for a `ShardDriver`).
+    #[getter]
+    fn params_json(&self) -> PyResult<String> {
+        serde_json::to_string(self.index.params())
+            .map_err(|e| refrain_err("RefrainError", e.to_string()))
+    }
+
+    /// The shard's stored thresholds, as JSON.
+    #[getter]
+    fn thresholds_json(&self) -> PyResult<String> {
+        thresholds_to_json(&self.index.manifest.thresholds)
+    }
+
+    /// Step 1: list lengths of the query's hashes and the nearest windows.
+    fn probe<'py>(&self, py: Python<'py>, query: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let p = py
+            .detach(|| self.query(query).and_then(|q| self.shard().probe(&q)))
+            .map_err(py_err)?;
+        Ok(msg_bytes(py, &p))
+    }
+
+    /// Step 2: the shard's best landmark and melodic items.
+    fn search<'py>(
+        &self,
+        py: Python<'py>,
+        query: &[u8],
+        request: &[u8],
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let req: shard::SearchRequest = read_msg(request, "search request")?;
+        let m = py
+            .detach(|| {
+                self.query(query)
+                    .and_then(|q| self.shard().search(&q, &req))
+            })
+            .map_err(py_err)?;
+        Ok(msg_bytes(py, &m))
+    }
+
+    /// Step 3: the shard's candidates, re-ranked and scored.
+    fn score<'py>(
+        &self,
+        py: Python<'py>,
+        query: &[u8],
+        request: &[u8],
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let req: shard::ScoreRequest = read_msg(request, "score request")?;
+        let s = py
+            .detach(|| self.query(query).and_then(|q| self.shard().score(&q, &req)))
+            .map_err(py_err)?;
+        Ok(msg_bytes(py, &s))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<refrain.Shard: {} item(s) from item {}>",
+            self.index.len(),
+            self.item_offset
+        )
+    }
+}
+
+/// The driver's side of a sharded audit: analyses queries and merges the
+/// shards' answers (see `refrain.ray`).
+#[pyclass(module = "refrain", frozen)]
+struct ShardDriver {
+    params: AnalysisParams,
+}
+
+#[pymethods]
+impl ShardDriver {
+    /// A driver for shards of these analysis parameters (`Shard.params_json`).
+    #[new]
+    fn new(params_json: &str) -> PyResult<Self> {
+        let params: AnalysisParams = serde_json::from_str(params_json)
+            .map_err(|e| value_err(format!("analysis parameters JSON: {e}")))?;
+        Ok(ShardDriver { params })
+    }
+
+    /// Analyses a clip (as `Auditor.check` takes it) into a query.
+    fn query<'py>(
+        &self,
+        py: Python<'py>,
+        samples: &Bound<'py, PyAny>,
+        sample_rate: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let rate = check_rate(sample_rate)?;
+        let s = clip_samples(samples, "samples")?;
+        s.check_length(rate, "samples")?;
+        let q = py
+            .detach(|| {
+                shard::Query::from_samples(
+                    &self.params,
+                    &decode::DecodeLimits::default(),
+                    &s.data,
+                    rate,
+                    s.channels,
+                )
+            })
+            .map_err(py_err)?;
+        Ok(PyBytes::new(py, &q.to_bytes()))
+    }
+
+    /// Decodes and analyses an audio file into a query.
+    fn query_file<'py>(
+        &self,
+        py: Python<'py>,
+        path: std::path::PathBuf,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let q = py
+            .detach(|| {
+                shard::Query::from_file(&self.params, &decode::DecodeLimits::default(), &path)
+            })
+            .map_err(py_err)?;
+        Ok(PyBytes::new(py, &q.to_bytes()))
+    }
+
+    /// After step 1: the plan (global look-ups and embedding votes) from
+    /// every shard's probe; `plan_request` gives its step-2 request.
+    #[pyo3(signature = (query, probes, exclude = None))]
+    fn plan<'py>(
+        &self,
+        py: Python<'py>,
+        query: &[u8],
+        probes: Vec<Bound<'py, PyBytes>>,
+        exclude: Option<u32>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let q = shard::Query::from_bytes(query, &self.params).map_err(py_err)?;
+        let probes: Vec<shard::Probe> = probes
+            .iter()
+            .map(|b| read_msg(b.as_bytes(), "probe"))
+            .collect::<PyResult<_>>()?;
+        let plan = shard::plan(&self.params, &q, &probes, exclude).map_err(py_err)?;
+        Ok(msg_bytes(py, &plan))
+    }
+
+    /// The step-2 request of a plan.
+    fn plan_request<'py>(&self, py: Python<'py>, plan: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let plan: shard::Plan = read_msg(plan, "plan")?;
+        Ok(msg_bytes(py, &plan.request))
+    }
+
+    /// After step 2: the step-3 request (the global landmark background
+    /// and the candidates) from every shard's matches.
+    fn gather<'py>(
+        &self,
+        py: Python<'py>,
+        plan: &[u8],
+        matches: Vec<Bound<'py, PyBytes>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let plan: shard::Plan = read_msg(plan, "plan")?;
+        let matches: Vec<shard::Matches> = matches
+            .iter()
+            .map(|b| read_msg(b.as_bytes(), "matches"))
+            .collect::<PyResult<_>>()?;
+        Ok(msg_bytes(py, &shard::gather(&self.params, &plan, &matches)))
+    }
+
+    /// After step 3: the `Verdict` from every shard's scored candidates,
+    /// under thresholds (JSON) with the best `top_k` candidates.
+    #[pyo3(signature = (query, scored, thresholds_json, top_k = 5, elapsed_ms = 0.0))]
+    fn finish(
+        &self,
+        query: &[u8],
+        scored: Vec<Bound<'_, PyBytes>>,
+        thresholds_json: &str,
+        top_k: usize,
+        elapsed_ms: f64,
+    ) -> PyResult<Verdict> {
+        let q = shard::Query::from_bytes(query, &self.params).map_err(py_err)?;
+        let t = thresholds_from_json(thresholds_json)?;
+        let scored: Vec<shard::Scored> = scored
+            .iter()
+            .map(|b| read_msg(b.as_bytes(), "scored candidates"))
+            .collect::<PyResult<_>>()?;
+        Ok(Verdict::new(
+            shard::finish(&q, scored, t, top_k.max(1)),
+            None,
+            elapsed_ms,
+        ))
+    }
+}
+
+/// Thresholds calibrated on the verdicts of negatives (music known not to
+/// be in the training set) at `target_fpr`, as JSON: the verdicts' best
+/// scores decide, so verdicts of a sharded auditor calibrate exactly as
+/// those of one index holding all items. Negatives whose best candidate
+/// is a copy of a training item are left out of the fit (named in the
+/// error if too few remain) unless `keep_suspects`.
+#[pyfunction]
+#[pyo3(signature = (verdicts, target_fpr = 0.01, *, names = None, keep_suspects = false, audio_threshold = None, melody_threshold = None))]
+fn calibrate_thresholds(
+    verdicts: Vec<PyRef<'_, Verdict>>,
+    target_fpr: f64,
+    names: Option<Vec<String>>,
+    keep_suspects: bool,
+    audio_threshold: Option<f32>,
+    melody_threshold: Option<f32>,
+) -> PyResult<String> {
+    use refrain_lib::calibrate;
+    if let Some(n) = &names {
+        if n.len() != verdicts.len() {
+            return Err(value_err(format!(
+                "{} names for {} verdicts: give one name per verdict",
+                n.len(),
+                verdicts.len()
+            )));
+        }
+    }
+    let negatives: Vec<calibrate::Negative> = verdicts
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let name = names
+                .as_ref()
+                .map_or_else(|| format!("negative {i}"), |n| n[i].clone());
+            calibrate::Negative::of(&name, &v.report)
+        })
+        .collect();
+    let c = calibrate::calibrate_set(
+        &negatives,
+        target_fpr,
+        calibrate::METHOD_NEGATIVES,
+        calibrate::Suspects::Copies,
+        keep_suspects,
+        std::time::SystemTime::now(),
+    )
+    .map_err(py_err)?;
+    let t = calibrate::set_by_caller(&c.thresholds, audio_threshold, melody_threshold)
+        .map_err(py_err)?;
+    thresholds_to_json(&t)
+}
+
+/// Thresholds (JSON) with the caller's overrides (either may be None):
+/// any override makes them "caller" thresholds with no calibration claim.
+#[pyfunction]
+#[pyo3(signature = (thresholds_json, audio_threshold = None, melody_threshold = None))]
+fn override_thresholds(
+    thresholds_json: &str,
+    audio_threshold: Option<f32>,
+    melody_threshold: Option<f32>,
+) -> PyResult<String> {
+    let base = thresholds_from_json(thresholds_json)?;
+    let t = refrain_lib::calibrate::set_by_caller(&base, audio_threshold, melody_threshold)
+        .map_err(|e| value_err(e.to_string()))?;
+    thresholds_to_json(&t)
+}
+
 /// Refrain: does a generated clip copy something in the training set?
 #[pymodule]
 fn _refrain(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -933,6 +1301,10 @@ fn _refrain(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Stream>()?;
     m.add_class::<Verdict>()?;
     m.add_class::<Candidate>()?;
+    m.add_class::<Shard>()?;
+    m.add_class::<ShardDriver>()?;
+    m.add_function(wrap_pyfunction!(calibrate_thresholds, m)?)?;
+    m.add_function(wrap_pyfunction!(override_thresholds, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("MIN_CLIP_S", MIN_CLIP_S)?;
     m.add("MIN_JUDGED_S", audit::MIN_JUDGED_S)?;
