@@ -117,16 +117,18 @@ impl Fingerprint {
         b
     }
 
-    /// Parses the v3 byte layout, refusing another version, other analysis
-    /// parameters (`expected_params_hash`), a bad checksum or an inconsistent
-    /// layout.
+    /// Parses the v3 byte layout, refusing another version, analysis
+    /// parameters other than `params` (by their hash), a bad checksum or an
+    /// inconsistent layout (`params` also give the ratio of landmark frames
+    /// to melody frames the layout is checked against).
     ///
     /// # Errors
     ///
     /// [`ErrorKind::Corrupt`] for bytes that are not an intact fingerprint
     /// file, [`ErrorKind::Version`] for another format version,
     /// [`ErrorKind::Params`] for other analysis parameters.
-    pub fn from_bytes(bytes: &[u8], expected_params_hash: u64) -> Result<Self, ErrorKind> {
+    pub fn from_bytes(bytes: &[u8], params: &AnalysisParams) -> Result<Self, ErrorKind> {
+        let expected_params_hash = params.hash();
         let corrupt = |m: &str| ErrorKind::Corrupt(format!("not a valid fingerprint file: {m}"));
         if bytes.len() < 8 || &bytes[..8] != MAGIC {
             return Err(corrupt("it does not start with the fingerprint magic"));
@@ -179,9 +181,8 @@ impl Fingerprint {
         let embeddings = r.f32_section(b"EMBD", Some(crate::embed::dim()))?;
         // landmark peaks sit on the main STFT's frames, which are
         // `melody_hop / hop` times as many as the melody's (the parameter
-        // hash checked above fixes both hops)
-        let p = AnalysisParams::default();
-        let per = p.melody_hop.div_ceil(p.hop.max(1));
+        // hash checked above says the file was made with these hops)
+        let per = params.melody_hop.div_ceil(params.hop.max(1));
         let stft_frames = (cents.len() + 1) * per + 1;
         let landmarks_index = r.peak_section(b"LMKI", stft_frames)?;
         let landmarks_query = r.peak_section(b"LMKQ", stft_frames)?;
@@ -236,8 +237,7 @@ impl Fingerprint {
     pub fn read(path: &Path, params: &AnalysisParams) -> Result<Self> {
         let bytes =
             std::fs::read(path).map_err(|e| Error::at(path, Stage::ReadFingerprint, e.into()))?;
-        Self::from_bytes(&bytes, params.hash())
-            .map_err(|k| Error::at(path, Stage::ReadFingerprint, k))
+        Self::from_bytes(&bytes, params).map_err(|k| Error::at(path, Stage::ReadFingerprint, k))
     }
 
     /// Whether the file at `path` starts like a fingerprint file (false
@@ -546,7 +546,7 @@ mod tests {
             &synth::compose(3, 4),
             &synth::Render::default(),
         ));
-        let back = Fingerprint::from_bytes(&fp.to_bytes(), fp.params_hash).unwrap();
+        let back = Fingerprint::from_bytes(&fp.to_bytes(), &AnalysisParams::default()).unwrap();
         assert_eq!(back, fp);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.rfp");
@@ -557,6 +557,25 @@ mod tests {
         );
     }
 
+    /// A fingerprint made with another melody hop (four landmark frames per
+    /// melody frame, where the defaults have two) reads back under its own
+    /// parameters: the layout check takes the ratio from them, not from the
+    /// defaults.
+    #[test]
+    fn round_trip_under_other_hops() {
+        let p = AnalysisParams {
+            melody_hop: 440,
+            ..AnalysisParams::default()
+        };
+        let x = synth::render(&synth::compose(3, 4), &synth::Render::default());
+        let fp = Analyzer::new(&p)
+            .analyze(&audio_at_analysis_rate(x, &p))
+            .unwrap();
+        assert!(!fp.landmarks_query.is_empty());
+        let back = Fingerprint::from_bytes(&fp.to_bytes(), &p).unwrap();
+        assert_eq!(back, fp);
+    }
+
     #[test]
     fn other_version_params_and_damage_are_refused() {
         let fp = analyze(synth::render(
@@ -564,10 +583,11 @@ mod tests {
             &synth::Render::default(),
         ));
         let bytes = fp.to_bytes();
+        let p = AnalysisParams::default();
         // another version
         let mut v2 = bytes.clone();
         v2[8] = 4;
-        let e = Fingerprint::from_bytes(&v2, fp.params_hash).unwrap_err();
+        let e = Fingerprint::from_bytes(&v2, &p).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -579,23 +599,24 @@ mod tests {
             "{e}"
         );
         // other parameters
-        let e = Fingerprint::from_bytes(&bytes, fp.params_hash ^ 1).unwrap_err();
+        let other = AnalysisParams {
+            cens_smooth: AnalysisParams::default().cens_smooth + 2,
+            ..AnalysisParams::default()
+        };
+        let e = Fingerprint::from_bytes(&bytes, &other).unwrap_err();
         assert!(matches!(e, ErrorKind::Params { .. }), "{e}");
         assert!(e.to_string().contains("re-create"));
         // every truncation and a flipped byte anywhere are caught
         for cut in (0..bytes.len()).step_by(97) {
-            assert!(Fingerprint::from_bytes(&bytes[..cut], fp.params_hash).is_err());
+            assert!(Fingerprint::from_bytes(&bytes[..cut], &p).is_err());
         }
         for pos in (0..bytes.len()).step_by(131) {
             let mut bad = bytes.clone();
             bad[pos] ^= 0x40;
-            assert!(
-                Fingerprint::from_bytes(&bad, fp.params_hash).is_err(),
-                "flip at {pos}"
-            );
+            assert!(Fingerprint::from_bytes(&bad, &p).is_err(), "flip at {pos}");
         }
         // not a fingerprint at all
-        assert!(Fingerprint::from_bytes(b"RIFF....WAVEfmt ", fp.params_hash).is_err());
+        assert!(Fingerprint::from_bytes(b"RIFF....WAVEfmt ", &p).is_err());
         // a file-level error names the file and the stage
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.rfp");

@@ -185,8 +185,8 @@ impl Query {
         if !rest.len().is_multiple_of(4) {
             return Err(cut());
         }
-        let fp = Fingerprint::from_bytes(fp_bytes, params.hash())
-            .map_err(|k| Error::new(Stage::Audit, k))?;
+        let fp =
+            Fingerprint::from_bytes(fp_bytes, params).map_err(|k| Error::new(Stage::Audit, k))?;
         let fine = rest
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))

@@ -40,7 +40,7 @@ pub fn decode(data: &[u8]) {
         ANALYZER.with(|a| {
             if let Ok(fp) = a.borrow_mut().analyze(&audio) {
                 // every number finite and the layout consistent: it reads back
-                let back = Fingerprint::from_bytes(&fp.to_bytes(), params.hash());
+                let back = Fingerprint::from_bytes(&fp.to_bytes(), &params);
                 assert!(back.is_ok(), "{:?}", back.err());
             }
         });
@@ -77,7 +77,7 @@ fn base_fingerprint() -> &'static Fingerprint {
 pub fn fingerprint_file(data: &[u8]) {
     let params = AnalysisParams::default();
     let hash = params.hash();
-    let _ = Fingerprint::from_bytes(data, hash);
+    let _ = Fingerprint::from_bytes(data, &params);
     if data.len() < 4 {
         return;
     }
@@ -89,11 +89,13 @@ pub fn fingerprint_file(data: &[u8]) {
     b.extend_from_slice(&data[4..]);
     let crc = crc32fast::hash(&b);
     b.extend_from_slice(&crc.to_le_bytes());
-    let Ok(fp) = Fingerprint::from_bytes(&b, hash) else {
+    let Ok(fp) = Fingerprint::from_bytes(&b, &params) else {
         return;
     };
     assert_eq!(
-        Fingerprint::from_bytes(&fp.to_bytes(), hash).ok().as_ref(),
+        Fingerprint::from_bytes(&fp.to_bytes(), &params)
+            .ok()
+            .as_ref(),
         Some(&fp)
     );
     let mut builder = IndexBuilder::new(&params);
