@@ -52,13 +52,20 @@ pub fn cens_similarity(q: &[u8], c: &[u8], rot: usize, rotated: &mut Vec<u8>, ou
     for (i, qi) in q.chunks_exact(12).enumerate() {
         let row = &mut out[i * nc..(i + 1) * nc];
         for (o, cj) in row.iter_mut().zip(rotated.chunks_exact(12)) {
-            let mut d = 0u32;
-            for k in 0..12 {
-                d += qi[k] as u32 * cj[k] as u32;
-            }
-            *o = d as f32 / (255.0 * 255.0);
+            *o = cens_dot(qi, cj);
         }
     }
+}
+
+/// The similarity of two quantised CENS frames (12 values ×255 each): their
+/// dot product, in [0, 1].
+#[inline]
+fn cens_dot(a: &[u8], b: &[u8]) -> f32 {
+    let mut d = 0u32;
+    for k in 0..12 {
+        d += a[k] as u32 * b[k] as u32;
+    }
+    d as f32 / (255.0 * 255.0)
 }
 
 /// The candidate's quantised CENS rotated so that its class `k` lines up
@@ -72,6 +79,36 @@ pub fn rotate_cens(c: &[u8], rot: usize, out: &mut Vec<u8>) {
     );
 }
 
+/// A harmony cell score from a mean frame similarity.
+#[inline]
+fn cell_score(mean: f32) -> f32 {
+    ((mean - CELL_TAU) / CELL_SCALE).clamp(CELL_MIN, CELL_MAX)
+}
+
+/// The harmony cell at (`i`, `j`) of an `nq × nc` grid whose frame
+/// similarities `sim` gives: the mean of the cell and its two diagonal
+/// neighbours (those inside the grid), scored by [`cell_score`].
+#[inline]
+fn diagonal_cell(
+    sim: impl Fn(usize, usize) -> f32,
+    nq: usize,
+    nc: usize,
+    i: usize,
+    j: usize,
+) -> f32 {
+    let mut sum = sim(i, j);
+    let mut n = 1.0;
+    if i > 0 && j > 0 {
+        sum += sim(i - 1, j - 1);
+        n += 1.0;
+    }
+    if i + 1 < nq && j + 1 < nc {
+        sum += sim(i + 1, j + 1);
+        n += 1.0;
+    }
+    cell_score(sum / n)
+}
+
 /// The harmony cell score at (`i`, `j`) computed from the CENS frames
 /// themselves (`q` the query's, `rotated` the candidate's after
 /// [`rotate_cens`]): the same value as [`HarmonyCells::cell`] over
@@ -80,25 +117,8 @@ pub fn rotate_cens(c: &[u8], rot: usize, out: &mut Vec<u8>) {
 #[inline]
 pub fn harmony_cell(q: &[u8], rotated: &[u8], i: usize, j: usize) -> f32 {
     let (nq, nc) = (q.len() / 12, rotated.len() / 12);
-    let dot = |i: usize, j: usize| {
-        let (a, b) = (&q[i * 12..i * 12 + 12], &rotated[j * 12..j * 12 + 12]);
-        let mut d = 0u32;
-        for k in 0..12 {
-            d += a[k] as u32 * b[k] as u32;
-        }
-        d as f32 / (255.0 * 255.0)
-    };
-    let mut sum = dot(i, j);
-    let mut n = 1.0;
-    if i > 0 && j > 0 {
-        sum += dot(i - 1, j - 1);
-        n += 1.0;
-    }
-    if i + 1 < nq && j + 1 < nc {
-        sum += dot(i + 1, j + 1);
-        n += 1.0;
-    }
-    ((sum / n - CELL_TAU) / CELL_SCALE).clamp(CELL_MIN, CELL_MAX)
+    let sim = |i: usize, j: usize| cens_dot(&q[i * 12..i * 12 + 12], &rotated[j * 12..j * 12 + 12]);
+    diagonal_cell(sim, nq, nc, i, j)
 }
 
 /// Harmony cell scores over a similarity matrix (see [`cens_similarity`]):
@@ -118,17 +138,7 @@ impl HarmonyCells<'_> {
     #[inline]
     pub fn cell(&self, i: usize, j: usize) -> f32 {
         let (sim, nc) = (self.sim, self.nc);
-        let mut sum = sim[i * nc + j];
-        let mut n = 1.0;
-        if i > 0 && j > 0 {
-            sum += sim[(i - 1) * nc + j - 1];
-            n += 1.0;
-        }
-        if i + 1 < self.nq && j + 1 < nc {
-            sum += sim[(i + 1) * nc + j + 1];
-            n += 1.0;
-        }
-        ((sum / n - CELL_TAU) / CELL_SCALE).clamp(CELL_MIN, CELL_MAX)
+        diagonal_cell(|i, j| sim[i * nc + j], self.nq, nc, i, j)
     }
 
     /// Every cell score, row-major into `out` (`nq × nc`): the same values
@@ -141,7 +151,6 @@ impl HarmonyCells<'_> {
         if nq == 0 || nc == 0 {
             return;
         }
-        let map = |mean: f32| ((mean - CELL_TAU) / CELL_SCALE).clamp(CELL_MIN, CELL_MAX);
         for i in 0..nq {
             let row = &sim[i * nc..(i + 1) * nc];
             let o = &mut out[i * nc..(i + 1) * nc];
@@ -151,7 +160,7 @@ impl HarmonyCells<'_> {
                 (Some(u), Some(d)) if nc >= 2 => {
                     // interior columns 1..nc-1 have both neighbours
                     for j in 1..nc - 1 {
-                        o[j] = map((u[j - 1] + row[j] + d[j + 1]) * (1.0 / 3.0));
+                        o[j] = cell_score((u[j - 1] + row[j] + d[j + 1]) / 3.0);
                     }
                     o[0] = self.cell(i, 0);
                     o[nc - 1] = self.cell(i, nc - 1);
@@ -329,8 +338,8 @@ mod tests {
                 for j in 0..nc {
                     let (a, b) = (out[i * nc + j], cells.cell(i, j));
                     let on_the_fly = harmony_cell(&q, &rotated, i, j);
-                    assert!((a - b).abs() <= 1e-5, "{nq}x{nc} ({i},{j}): {a} vs {b}");
-                    assert!((on_the_fly - b).abs() <= 1e-5, "{on_the_fly} vs {b}");
+                    assert_eq!(a, b, "{nq}x{nc} ({i},{j})");
+                    assert_eq!(on_the_fly, b, "{nq}x{nc} ({i},{j})");
                 }
             }
         }
