@@ -165,6 +165,8 @@ pub struct MelodyTracker {
     energy: Vec<f32>,
     /// [`tonal_weight`] × [`equal_loudness`] of each peak of the current frame.
     weights: Vec<f32>,
+    /// [`equal_loudness`] of each peak of the current frame.
+    loudness_weights: Vec<f32>,
 }
 
 /// The equal-loudness weight of a partial at `hz` (linear magnitude
@@ -241,6 +243,7 @@ impl MelodyTracker {
             candidates: Vec::new(),
             energy: Vec::new(),
             weights: Vec::with_capacity(64),
+            loudness_weights: Vec::with_capacity(64),
         }
     }
 
@@ -257,11 +260,15 @@ impl MelodyTracker {
         let mut best = [Candidate::default(); CANDIDATES];
         let mut energy = 0.0f32;
         if top > 0.0 && top.is_finite() {
+            self.loudness_weights.clear();
+            self.loudness_weights
+                .extend(peaks.iter().map(|p| equal_loudness(p.freq)));
             self.weights.clear();
             self.weights.extend(
                 peaks
                     .iter()
-                    .map(|p| tonal_weight(p.tonality) * equal_loudness(p.freq)),
+                    .zip(&self.loudness_weights)
+                    .map(|(p, &l)| tonal_weight(p.tonality) * l),
             );
             energy = self.salience_of(peaks, top * PEAK_RANGE);
             if energy > 0.0 {
@@ -284,12 +291,12 @@ impl MelodyTracker {
         let harmonics = self.harmonic_bins.len();
         let imax = self.impulses.len() - 2;
         let mut energy = 0.0f32;
-        for (p, &tw) in peaks.iter().zip(&self.weights) {
+        for ((p, &tw), &l) in peaks.iter().zip(&self.weights).zip(&self.loudness_weights) {
             let usable = p.mag >= floor && p.freq > 0.0 && p.freq.is_finite();
             if !usable {
                 continue;
             }
-            energy += p.mag * equal_loudness(p.freq);
+            energy += p.mag * l;
             if tw == 0.0 {
                 continue;
             }
