@@ -43,6 +43,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::postings::PostingTable;
 use crate::stft::Peak;
 
 /// Lowest STFT bin (at 11 025 Hz and 2048 points, ≈ 5.38 Hz per bin) of a
@@ -319,22 +320,13 @@ pub struct SearchScratch {
     frames: Vec<u32>,
 }
 
-/// One stored pair: its item and anchor frame (its hash is its place in
-/// the table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Posting {
-    item: u32,
-    frame: u32,
-}
-
 /// The training pairs of every item, grouped by hash (built in memory from
 /// the stored peaks when an index is opened or built): 8 bytes per pair
 /// plus a table of 2^22 offsets (32 MB).
 #[derive(Debug, Clone, Default)]
 pub struct LandmarkIndex {
-    /// `starts[h]..starts[h + 1]` are the postings of hash `h`.
-    starts: Vec<u64>,
-    postings: Vec<Posting>,
+    /// Each pair's item and anchor frame, by hash.
+    table: PostingTable,
 }
 
 /// An item's best offset.
@@ -497,54 +489,28 @@ impl LandmarkIndex {
     where
         I: IntoIterator<Item = &'a [LandmarkPeak]> + Clone,
     {
-        // two passes over the pairs (count, then place) rather than
-        // holding them all twice
-        let n = 1usize << HASH_BITS;
-        let mut starts = vec![0u64; n + 1];
         let mut lm = Vec::new();
-        for peaks in items.clone() {
+        let table = PostingTable::build(1usize << HASH_BITS, items, |peaks, keys| {
             lm.clear();
             pairs(peaks, fan_out, &mut lm);
-            for l in &lm {
-                starts[l.hash as usize + 1] += 1;
-            }
-        }
-        for h in 0..n {
-            starts[h + 1] += starts[h];
-        }
-        let mut next = starts.clone();
-        let mut postings = vec![Posting { item: 0, frame: 0 }; starts[n] as usize];
-        for (id, peaks) in items.into_iter().enumerate() {
-            lm.clear();
-            pairs(peaks, fan_out, &mut lm);
-            for l in &lm {
-                let slot = &mut next[l.hash as usize];
-                postings[*slot as usize] = Posting {
-                    item: id as u32,
-                    frame: l.frame,
-                };
-                *slot += 1;
-            }
-        }
-        LandmarkIndex { starts, postings }
+            keys.extend(lm.iter().map(|l| (l.hash, l.frame)));
+        });
+        LandmarkIndex { table }
     }
 
     /// Number of stored pairs.
     pub fn len(&self) -> usize {
-        self.postings.len()
+        self.table.len()
     }
 
     /// Whether no pairs are stored.
     pub fn is_empty(&self) -> bool {
-        self.postings.is_empty()
+        self.table.is_empty()
     }
 
     /// Stored pairs with hash `hash` (0 for a hash out of range).
     pub fn list_len(&self, hash: u32) -> usize {
-        let h = hash as usize;
-        self.starts
-            .get(h..h + 2)
-            .map_or(0, |s| (s[1] - s[0]) as usize)
+        self.table.list_len(hash)
     }
 
     /// Matches a query's hashes, leaving out `exclude` (leave-one-out).
@@ -580,17 +546,13 @@ impl LandmarkIndex {
             let Some(l) = query.get(i as usize) else {
                 continue;
             };
-            let h = l.hash as usize;
-            let Some(s) = self.starts.get(h..h + 2) else {
-                continue;
-            };
             let frame = l.frame;
-            for p in &self.postings[s[0] as usize..s[1] as usize] {
+            for p in self.table.list(l.hash) {
                 if Some(p.item as usize) == exclude {
                     continue;
                 }
                 // (item, offset biased to stay positive), query frame
-                let offset = p.frame as i64 - frame as i64 + (1i64 << 31);
+                let offset = p.pos as i64 - frame as i64 + (1i64 << 31);
                 scratch.push((((p.item as u64) << 32) | offset as u64, frame));
             }
         }
@@ -651,17 +613,13 @@ impl LandmarkIndex {
     pub fn hits(&self, query: &[Landmark], item: u32) -> Vec<(u32, u32)> {
         let mut pairs: Vec<(i64, u32, u32)> = Vec::new();
         for l in query {
-            let h = l.hash as usize;
-            let Some(s) = self.starts.get(h..h + 2) else {
-                continue;
-            };
-            let n = (s[1] - s[0]) as usize;
-            if n == 0 || n > MAX_LIST {
+            let list = self.table.list(l.hash);
+            if list.is_empty() || list.len() > MAX_LIST {
                 continue;
             }
-            for p in &self.postings[s[0] as usize..s[1] as usize] {
+            for p in list {
                 if p.item == item {
-                    pairs.push((p.frame as i64 - l.frame as i64, l.frame, p.frame));
+                    pairs.push((p.pos as i64 - l.frame as i64, l.frame, p.pos));
                 }
             }
         }

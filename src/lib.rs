@@ -38,6 +38,7 @@ pub mod melody;
 pub mod ngrams;
 pub mod notes;
 pub mod params;
+pub mod postings;
 pub mod report;
 pub mod rerank;
 pub mod score;

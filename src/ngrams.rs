@@ -30,6 +30,7 @@
 //! also vote for the transposition.
 
 use crate::notes::Note;
+use crate::postings::PostingTable;
 
 /// Intervals per n-gram. Five intervals of a folk tune carry about 12 bits
 /// (steps dominate): long enough that a chance hit is rare in an index of
@@ -128,19 +129,12 @@ fn hash_of(mut pitches: impl Iterator<Item = f32>) -> u32 {
     h
 }
 
-/// One stored n-gram: its item and position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Posting {
-    item: u32,
-    pos: u32,
-}
-
 /// The n-grams of every training item, grouped by hash: 8 bytes per
-/// posting and a table of [`HASHES`] + 1 offsets (1 MB).
+/// posting and a table of [`HASHES`] + 1 offsets (2 MB).
 #[derive(Debug, Clone, Default)]
 pub struct MelodicIndex {
-    starts: Vec<u32>,
-    postings: Vec<Posting>,
+    /// Each n-gram's item and position, by hash.
+    table: PostingTable,
 }
 
 /// An item's best offset window.
@@ -175,43 +169,23 @@ impl MelodicIndex {
     where
         I: IntoIterator<Item = &'a [Event]> + Clone,
     {
-        let mut starts = vec![0u32; HASHES + 1];
         let mut g = Vec::new();
-        for ev in items.clone() {
+        let table = PostingTable::build(HASHES, items, |ev, keys| {
             g.clear();
             grams(ev, &mut g);
-            for x in &g {
-                starts[x.hash as usize + 1] += 1;
-            }
-        }
-        for h in 0..HASHES {
-            starts[h + 1] += starts[h];
-        }
-        let mut next = starts.clone();
-        let mut postings = vec![Posting { item: 0, pos: 0 }; starts[HASHES] as usize];
-        for (id, ev) in items.into_iter().enumerate() {
-            g.clear();
-            grams(ev, &mut g);
-            for x in &g {
-                let slot = &mut next[x.hash as usize];
-                postings[*slot as usize] = Posting {
-                    item: id as u32,
-                    pos: x.pos,
-                };
-                *slot += 1;
-            }
-        }
-        MelodicIndex { starts, postings }
+            keys.extend(g.iter().map(|x| (x.hash, x.pos)));
+        });
+        MelodicIndex { table }
     }
 
     /// Number of stored n-grams.
     pub fn len(&self) -> usize {
-        self.postings.len()
+        self.table.len()
     }
 
     /// Whether nothing is stored.
     pub fn is_empty(&self) -> bool {
-        self.postings.is_empty()
+        self.table.is_empty()
     }
 
     /// The items the query's n-grams hit, best first (by count, then item
@@ -230,10 +204,7 @@ impl MelodicIndex {
     /// Stored n-grams with hash `hash` (0 for a hash out of range or an
     /// empty table).
     pub fn list_len(&self, hash: u32) -> usize {
-        let h = hash as usize;
-        self.starts
-            .get(h..h + 2)
-            .map_or(0, |s| (s[1] - s[0]) as usize)
+        self.table.list_len(hash)
     }
 
     /// [`MelodicIndex::search`] looking up the query n-grams (positions in
@@ -252,17 +223,16 @@ impl MelodicIndex {
         let MelodicScratch { grams: g, hits } = scratch;
         g.clear();
         hits.clear();
-        if self.starts.len() != HASHES + 1 {
+        if self.table.is_empty() {
             return Vec::new();
         }
         grams(query, g);
         for (gi, x) in g.iter().enumerate() {
-            let h = x.hash as usize;
-            let (s, e) = (self.starts[h] as usize, self.starts[h + 1] as usize);
-            if !keep(gi, e - s) {
+            let list = self.table.list(x.hash);
+            if !keep(gi, list.len()) {
                 continue;
             }
-            for p in &self.postings[s..e] {
+            for p in list {
                 if Some(p.item as usize) == exclude {
                     continue;
                 }
