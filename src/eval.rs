@@ -186,35 +186,37 @@ fn norm_path(p: &str) -> String {
 }
 
 /// Results looked up the way the scorer does: the exact path, then a path
-/// that ends with the other, then a unique file name.
-struct Lookup<'a> {
-    by_path: HashMap<String, &'a ResultRow>,
+/// that ends with the other, then a unique file name. Gives the position of
+/// the row among the inputs it was built from.
+struct Lookup {
+    by_path: HashMap<String, usize>,
     order: Vec<String>,
-    by_base: HashMap<String, Vec<&'a ResultRow>>,
+    by_base: HashMap<String, Vec<usize>>,
 }
 
-impl<'a> Lookup<'a> {
-    fn new(rows: &'a [ResultRow]) -> Self {
+impl Lookup {
+    fn new<'s>(inputs: impl IntoIterator<Item = &'s str>) -> Self {
         let mut l = Lookup {
             by_path: HashMap::new(),
             order: Vec::new(),
             by_base: HashMap::new(),
         };
-        for r in rows {
-            let n = norm_path(&r.input);
-            if l.by_path.insert(n.clone(), r).is_none() {
+        for (i, input) in inputs.into_iter().enumerate() {
+            let n = norm_path(input);
+            if let std::collections::hash_map::Entry::Vacant(e) = l.by_path.entry(n.clone()) {
+                e.insert(i);
                 l.order.push(n);
             }
-            let base = r.input.rsplit('/').next().unwrap_or("").to_string();
-            l.by_base.entry(base).or_default().push(r);
+            let base = input.rsplit('/').next().unwrap_or("").to_string();
+            l.by_base.entry(base).or_default().push(i);
         }
         l
     }
 
-    fn find(&self, q: &str) -> Option<&'a ResultRow> {
+    fn find(&self, q: &str) -> Option<usize> {
         let n = norm_path(q);
-        if let Some(r) = self.by_path.get(&n) {
-            return Some(r);
+        if let Some(&i) = self.by_path.get(&n) {
+            return Some(i);
         }
         for k in &self.order {
             if k.ends_with(&format!("/{n}")) || n.ends_with(&format!("/{k}")) {
@@ -393,13 +395,13 @@ fn threshold_at_fpr(neg: &[f64], fpr: f64) -> Option<f64> {
 
 /// Scores `results` against `truth`.
 pub fn score(truth: &[TruthRow], results: &[ResultRow]) -> Scorecard {
-    let lookup = Lookup::new(results);
+    let lookup = Lookup::new(results.iter().map(|r| r.input.as_str()));
     let mut missing = 0;
     let recs: Vec<Rec> = truth
         .iter()
         .map(|t| {
             let positive = !t.expected.is_empty();
-            let Some(r) = lookup.find(&t.query) else {
+            let Some(r) = lookup.find(&t.query).map(|i| &results[i]) else {
                 missing += 1;
                 return Rec {
                     class: t.class.clone(),
@@ -489,6 +491,91 @@ pub fn score(truth: &[TruthRow], results: &[ResultRow]) -> Scorecard {
         missing,
         total: recs.len(),
     }
+}
+
+/// Candidate recall of one class: how often the right training item is
+/// among the candidates an audit re-ranked, whatever their order and
+/// scores. It bounds what re-ranking and scoring can find.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidateRecall {
+    /// Class name, or [`MELODY_GROUP`] / `ALL positives`.
+    pub name: String,
+    /// Positive queries of the class.
+    pub n: usize,
+    /// Share whose right item is among the re-ranked candidates.
+    pub among_candidates: f64,
+    /// Mean number of candidates re-ranked per query.
+    pub mean_candidates: f64,
+}
+
+/// Candidate recall per positive class, from outcomes whose reports list
+/// every re-ranked candidate (an audit with `top_k` at least the number of
+/// candidates gathered, as `refrain eval` runs it). Queries are found among
+/// the outcomes as [`score`] finds them; a query without an outcome, or
+/// with an error, counts as a miss with no candidates. Classes are ordered
+/// as in [`score`]; the `melody*` classes are also summed as
+/// [`MELODY_GROUP`], and every positive as `ALL positives`.
+pub fn candidate_recall(truth: &[TruthRow], outcomes: &[Outcome]) -> Vec<CandidateRecall> {
+    let lookup = Lookup::new(outcomes.iter().map(|o| o.input.as_str()));
+    let recs: Vec<(&str, bool, usize)> = truth
+        .iter()
+        .filter(|t| !t.expected.is_empty())
+        .map(|t| {
+            let cands = lookup
+                .find(&t.query)
+                .and_then(|i| outcomes[i].report.as_ref())
+                .map(|r| r.candidates.as_slice())
+                .unwrap_or(&[]);
+            let found = cands.iter().any(|c| t.expected.contains(&stem(&c.path)));
+            (t.class.as_str(), found, cands.len())
+        })
+        .collect();
+    let row = |name: &str, pred: &dyn Fn(&str) -> bool| {
+        let rs: Vec<_> = recs.iter().filter(|r| pred(r.0)).collect();
+        let n = rs.len().max(1) as f64;
+        CandidateRecall {
+            name: name.to_string(),
+            n: rs.len(),
+            among_candidates: rs.iter().filter(|r| r.1).count() as f64 / n,
+            mean_candidates: rs.iter().map(|r| r.2 as f64).sum::<f64>() / n,
+        }
+    };
+    let mut classes: Vec<&str> = Vec::new();
+    for r in &recs {
+        if !classes.contains(&r.0) {
+            classes.push(r.0);
+        }
+    }
+    classes.sort_by(|a, b| (!a.starts_with("copy_"), a).cmp(&(!b.starts_with("copy_"), b)));
+    let mut rows: Vec<CandidateRecall> = classes
+        .iter()
+        .map(|c| row(c, &|k: &str| k == *c))
+        .collect();
+    if classes.iter().filter(|c| c.starts_with("melody")).count() > 1 {
+        rows.push(row(MELODY_GROUP, &|k: &str| k.starts_with("melody")));
+    }
+    if !recs.is_empty() {
+        rows.push(row("ALL positives", &|_| true));
+    }
+    rows
+}
+
+/// The candidate-recall table, one line per row of [`candidate_recall`].
+pub fn render_candidate_recall(rows: &[CandidateRecall]) -> String {
+    let mut s = format!(
+        "{:<22} {:>5} {:>10} {:>10}\n",
+        "class", "n", "among", "candidates"
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{:<22} {:5} {:9.1}% {:10.1}\n",
+            r.name,
+            r.n,
+            100.0 * r.among_candidates,
+            r.mean_candidates
+        ));
+    }
+    s
 }
 
 /// The row that sums every `copy_*` class (as `score.py` does).
@@ -654,6 +741,69 @@ mod tests {
         assert!(lines[at - 1].starts_with("-----"), "{text}");
         assert!(lines[at + 1].starts_with("ALL positives"), "{text}");
         assert!(s.row(COPY_GROUP).is_none());
+    }
+
+    /// Candidate recall counts the right item anywhere among the
+    /// candidates, not only first; missing and failed queries are misses.
+    #[test]
+    fn candidate_recall_counts_the_right_item_anywhere_in_the_list() {
+        use crate::audit::{Candidate, Report, Verdict};
+        use crate::index::Thresholds;
+        let cand = |path: &str| Candidate {
+            item: 0,
+            path: path.into(),
+            audio_score: 0.1,
+            melody_score: 0.1,
+            query_start_s: 0.0,
+            query_end_s: 1.0,
+            match_start_s: 0.0,
+            match_end_s: 1.0,
+            transpose_semitones: 0.0,
+            tempo_ratio: 1.0,
+            raw: Default::default(),
+        };
+        let out = |input: &str, paths: &[&str]| Outcome {
+            input: input.into(),
+            report: Some(Report {
+                verdict: Verdict::Pass,
+                duration_s: 10.0,
+                thresholds: Thresholds::default(),
+                candidates: paths.iter().map(|p| cand(p)).collect(),
+                notes: Vec::new(),
+                evidence: None,
+            }),
+            error: None,
+        };
+        let truth = parse_truth(
+            "q/melody_solo/1.wav\tsong1\tmelody_solo\n\
+             q/melody_solo/2.wav\tsong2\tmelody_solo\n\
+             q/melody_accomp/3.wav\tsong3\tmelody_accomp\n\
+             q/melody_accomp/4.wav\tsong4\tmelody_accomp\n\
+             n/n1.wav\t-\tneg\n",
+        );
+        let outcomes = vec![
+            // right item second: found
+            out("DEV/q/melody_solo/1.wav", &["train/x.wav", "train/song1.wav"]),
+            // not among them
+            out("DEV/q/melody_solo/2.wav", &["train/x.wav"]),
+            out("DEV/q/melody_accomp/3.wav", &["train/song3.flac"]),
+            // 4 has no outcome; the negative is not counted
+            out("DEV/n/n1.wav", &["train/song1.wav"]),
+        ];
+        let rows = candidate_recall(&truth, &outcomes);
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["melody_accomp", "melody_solo", MELODY_GROUP, "ALL positives"]
+        );
+        assert_eq!((rows[0].n, rows[1].n, rows[2].n), (2, 2, 4));
+        assert_abs_diff_eq!(rows[0].among_candidates, 0.5);
+        assert_abs_diff_eq!(rows[1].among_candidates, 0.5);
+        assert_abs_diff_eq!(rows[2].among_candidates, 0.5);
+        assert_abs_diff_eq!(rows[1].mean_candidates, 1.5);
+        assert_abs_diff_eq!(rows[0].mean_candidates, 0.5);
+        let text = render_candidate_recall(&rows);
+        assert!(text.lines().nth(2).unwrap().contains("50.0%"), "{text}");
     }
 
     #[test]

@@ -111,6 +111,10 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         AuditConfig {
             thresholds: Some(thresholds.clone()),
             limits,
+            // every re-ranked candidate stays in the report, for the
+            // candidate-recall table; the verdict and the CSV read only the
+            // first
+            top_k: usize::MAX,
             ..AuditConfig::default()
         },
     );
@@ -130,6 +134,10 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     let test_truth = eval::read_truth(&truth_test)?;
     let card = eval::score(&test_truth, &eval::rows_of(&outcomes));
     super::print_out(&card.render())?;
+    super::print_out(&format!(
+        "candidate recall (the right item among the re-ranked candidates):\n{}",
+        eval::render_candidate_recall(&eval::candidate_recall(&test_truth, &outcomes))
+    ))?;
     let test_names: std::collections::HashSet<String> =
         test.iter().map(|i| i.path.display().to_string()).collect();
     let neg_test: Vec<BestScores> = outcomes
