@@ -107,6 +107,9 @@ pub struct NoteMatch {
 #[derive(Default)]
 pub struct Buffers {
     sim: Vec<f32>,
+    /// The similarity matrix of the best harmony alignment so far (short
+    /// queries), from which the null's is permuted.
+    best_sim: Vec<f32>,
     cells: Vec<f32>,
     rotated: Vec<u8>,
     reversed: Vec<u8>,
@@ -195,11 +198,19 @@ pub fn harmony(
         _ => None,
     };
 
+    // a short query's similarity matrix under the best alignment's query
+    // and rotation is kept (in `best_sim`): the null's is a permutation of
+    // its columns
+    let mut kept = false;
     let mut best = (Alignment::default(), 0usize, false);
     for rot in best_rotations(&q.cens, region, 2) {
         let a = align_cens(&q.cens, region, rot, band, buf);
         if a.score > best.0.score || best.0.cells == 0 {
             best = (a, rot, false);
+            if band.is_none() {
+                std::mem::swap(&mut buf.sim, &mut buf.best_sim);
+                kept = true;
+            }
         }
     }
     // the query folded at the candidate's tuning, when the two differ:
@@ -212,6 +223,10 @@ pub fn harmony(
                 let a = align_cens(qc, region, rot, band, buf);
                 if a.score > best.0.score {
                     best = (a, rot, true);
+                    if band.is_none() {
+                        std::mem::swap(&mut buf.sim, &mut buf.best_sim);
+                        kept = true;
+                    }
                 }
             }
         }
@@ -225,19 +240,24 @@ pub fn harmony(
     let floor = FLOOR_S * rate;
     // the null: the region backwards within blocks, under the same
     // transposition
-    let mut reversed = std::mem::take(&mut buf.reversed);
-    reversed.clear();
-    let block = ((NULL_BLOCK_S * rate) as usize).max(1) * 12;
-    for b in region.chunks(block) {
-        reversed.extend(b.chunks_exact(12).rev().flatten());
-    }
-    let qc: &[u8] = if refolded {
-        refolds.at(c.tuning_cents).unwrap_or(&q.cens)
+    let block = ((NULL_BLOCK_S * rate) as usize).max(1);
+    let null = if kept {
+        null_from_kept(nq, hi - lo, block, buf)
     } else {
-        &q.cens
+        let mut reversed = std::mem::take(&mut buf.reversed);
+        reversed.clear();
+        for b in region.chunks(block * 12) {
+            reversed.extend(b.chunks_exact(12).rev().flatten());
+        }
+        let qc: &[u8] = if refolded {
+            refolds.at(c.tuning_cents).unwrap_or(&q.cens)
+        } else {
+            &q.cens
+        };
+        let null = align_cens(qc, &reversed, rot, band, buf);
+        buf.reversed = reversed;
+        null
     };
-    let null = align_cens(qc, &reversed, rot, band, buf);
-    buf.reversed = reversed;
     HarmonyMatch {
         alignment,
         region_start: lo,
@@ -245,6 +265,37 @@ pub fn harmony(
         mean: alignment.score / (alignment.cells as f32).max(floor),
         null,
     }
+}
+
+/// The null alignment of a short query from the similarity matrix kept in
+/// `buf.best_sim` (`nq × m`, the best alignment's): the region backwards
+/// within blocks of `block` frames is the same frames in another column
+/// order, so its matrix is the kept one with each block's columns
+/// reversed — the values [`cens_similarity`] gives for the reversed region,
+/// without computing a frame product again.
+fn null_from_kept(nq: usize, m: usize, block: usize, buf: &mut Buffers) -> Alignment {
+    let kept = &buf.best_sim;
+    buf.sim.clear();
+    for row in kept.chunks_exact(m).take(nq) {
+        for b in row.chunks(block) {
+            buf.sim.extend(b.iter().rev());
+        }
+    }
+    HarmonyCells {
+        sim: &buf.sim,
+        nq,
+        nc: m,
+    }
+    .scores_into(&mut buf.cells);
+    let cells = &buf.cells;
+    local_align(
+        nq,
+        m,
+        None,
+        |i, j| cells[i * m + j],
+        HARMONY_SKIP,
+        &mut buf.scratch,
+    )
 }
 
 fn align_cens(
@@ -371,5 +422,64 @@ pub fn to_signed_semitones(t: f32) -> f32 {
         t - 12.0
     } else {
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Quantised CENS-like frames (12 values of unit norm, ×255) from a
+    /// fixed seed, each energy in a few classes as chords have it.
+    fn frames(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut out = Vec::with_capacity(n * 12);
+        for _ in 0..n {
+            let mut v = [0f32; 12];
+            for _ in 0..3 {
+                v[(next() % 12) as usize] += 1.0 + (next() % 100) as f32 / 100.0;
+            }
+            let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+            out.extend(v.iter().map(|a| (a / norm * 255.0) as u8));
+        }
+        out
+    }
+
+    /// The null permuted from the kept matrix is the null computed from the
+    /// reversed region itself, cell for cell, for regions whose length is
+    /// and is not a multiple of the block.
+    #[test]
+    fn the_null_from_the_kept_matrix_equals_the_null_of_the_reversed_region() {
+        let q = frames(40, 1);
+        for (m, block, rot) in [(150, 30, 3), (97, 20, 0), (25, 40, 11)] {
+            // the region: the query's frames inside unrelated ones, so the
+            // alignment has something to find
+            let mut region = frames(m, 2 + m as u64);
+            // (transposed: its class k − rot holds the query's class k)
+            for (t, f) in region[12 * 5..12 * 25].chunks_exact_mut(12).enumerate() {
+                for (k, v) in f.iter_mut().enumerate() {
+                    *v = q[12 * (10 + t) + (k + rot) % 12];
+                }
+            }
+            let mut buf = Buffers::default();
+            let mut reversed = Vec::new();
+            for b in region.chunks(block * 12) {
+                reversed.extend(b.chunks_exact(12).rev().flatten());
+            }
+            let direct = align_cens(&q, &reversed, rot, None, &mut buf);
+            let _ = align_cens(&q, &region, rot, None, &mut buf);
+            std::mem::swap(&mut buf.sim, &mut buf.best_sim);
+            let permuted = null_from_kept(40, m, block, &mut buf);
+            assert_eq!(permuted, direct, "m {m}, block {block}");
+            // the forward region holds the copy, which its null does not
+            let forward = align_cens(&q, &region, rot, None, &mut buf);
+            assert!(forward.cells >= 15 && forward.score > direct.score + 10.0);
+        }
     }
 }
