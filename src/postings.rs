@@ -272,7 +272,7 @@ impl PostingTable {
             .checked_mul(8)
             .and_then(|s| count.checked_mul(8).and_then(|p| p.checked_add(s)))
             .and_then(|x| x.checked_add(POST_HEADER as u64));
-        if want != Some(b.len() as u64) || bytes.as_ptr() as usize % 8 != 0 {
+        if want != Some(b.len() as u64) || !(bytes.as_ptr() as usize).is_multiple_of(8) {
             return Err("posting table has the wrong length".into());
         }
         let count = count as usize;
