@@ -424,14 +424,16 @@ impl<'a> Auditor<'a> {
                 self.config.exclude_item,
                 &mut w.landmark_scratch,
             );
-            let sequences = &index.sequences;
-            lm.resolve_background(|i| sequences[i as usize].peaks.as_slice());
+            // items are decoded on demand: only those the searches reach
+            let lookups = crate::index::Lookups::new(index);
+            lm.resolve_background(|i| lookups.peaks(i));
             let melodic = index.melodic().search(
                 &query.events,
                 self.config.exclude_item,
-                |i| sequences[i as usize].events.as_slice(),
+                |i| lookups.events(i),
                 &mut w.melodic_scratch,
             );
+            lookups.finish()?;
             let votes = candidates::embedding_votes(
                 index,
                 fp,
@@ -447,14 +449,14 @@ impl<'a> Auditor<'a> {
             let frame_s = self.params.frame_seconds() as f32;
             let votes = candidates::gather(votes, &lm, &melodic, frame_s);
             // 2. re-ranking, 3. scores
-            Ok(votes
+            votes
                 .into_iter()
-                .filter(|v| v.item < sequences.len())
+                .filter(|v| v.item < index.len())
                 .map(|v| {
                     let m = lm.of(v.item).map(|m| (*m, lm.ratio(m)));
                     self.candidate(&query, &v, m, &mut refolds, &mut w.buffers)
                 })
-                .collect::<Vec<_>>())
+                .collect::<Result<Vec<_>>>()
         })?;
         for c in &mut candidates {
             let m = index
@@ -472,7 +474,12 @@ impl<'a> Auditor<'a> {
         Ok(report)
     }
 
-    /// Re-ranks one candidate and scores it.
+    /// Re-ranks one candidate and scores it (decoding the item's
+    /// sequences from the index).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Index::item`] for an item that does not decode.
     pub(crate) fn candidate(
         &self,
         q: &Sequences,
@@ -480,8 +487,8 @@ impl<'a> Auditor<'a> {
         landmark: Option<(LandmarkMatch, f32)>,
         refolds: &mut Refolds,
         buf: &mut Buffers,
-    ) -> Candidate {
-        let c = &self.index.sequences[v.item];
+    ) -> Result<Candidate> {
+        let c = &self.index.item(v.item)?;
         let rate = self.params.cens_rate() as f32;
         let hm = rerank::harmony(q, c, v, rate, refolds, buf);
         let nm = rerank::notes(&q.events, &c.events, v, buf);
@@ -570,7 +577,7 @@ impl<'a> Auditor<'a> {
                 ratio = 1.0;
             }
         }
-        Candidate {
+        Ok(Candidate {
             item: v.item,
             path: self.index.manifest.items[v.item].path.clone(),
             audio_score,
@@ -582,7 +589,7 @@ impl<'a> Auditor<'a> {
             transpose_semitones: transpose,
             tempo_ratio: ratio,
             raw,
-        }
+        })
     }
 }
 

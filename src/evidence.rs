@@ -183,7 +183,9 @@ pub fn of_report(
         return None;
     }
     let best = report.best()?;
-    let item = index.sequences.get(best.item)?;
+    // the item was decoded for re-ranking already; a failure cannot happen
+    // here that did not fail the audit first
+    let item = &index.item(best.item).ok()?;
     let params = index.params();
     let mut pairs = Vec::new();
     crate::landmarks::pairs(

@@ -7,8 +7,11 @@
 //!                        size and CRC-32 of its manifest.json
 //!   gen-000004/
 //!     manifest.json      version, parameters, items, thresholds, file checksums
-//!     items.bin          per-item sequences (see `fingerprints/FORMAT.md`)
+//!     items.bin          per-item sequences behind an offset table (see
+//!                        `fingerprints/FORMAT.md`), decoded per candidate
 //!     vectors.bin        window embeddings, 8-bit (for rebuilding on --add)
+//!     landmarks.post     the landmark pairs by hash (`postings.rs`)
+//!     melodic.post       the melodic n-grams by hash (`postings.rs`)
 //!     search.hnsw        the HNSW graph and its vectors (see `search.rs`)
 //!   cache/               fingerprints of finished items while a build runs
 //! ```
@@ -22,6 +25,13 @@
 //! `search.hnsw` carries its own. [`Index::open`] refuses a generation in
 //! which any of them does not match, so a damaged index is an error that
 //! says to rebuild, never garbage.
+//!
+//! Opening maps `items.bin`, `vectors.bin` and the two posting tables
+//! (after checking each one's size and CRC-32 in one streaming pass) and
+//! views them in place: nothing is rebuilt, and no item is decoded until a
+//! query makes it a candidate ([`Index::item`]). `index --add` writes a
+//! whole new generation (every file rewritten from the old one's records
+//! and the new items), as crash-safe as a first build.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -30,9 +40,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result, Stage};
 use crate::fingerprint::{write_atomic, Fingerprint};
-use crate::landmarks::LandmarkIndex;
-use crate::ngrams::MelodicIndex;
+use crate::landmarks::{LandmarkIndex, LandmarkPeak};
+use crate::mapped::Bytes;
+use crate::ngrams::{Event, MelodicIndex};
 use crate::params::AnalysisParams;
+use crate::postings::{PostingTable, TableKind};
 use crate::search::{CandidateSearch, ExactSearch, HnswSearch};
 use crate::sequences::Sequences;
 
@@ -40,8 +52,10 @@ use crate::sequences::Sequences;
 ///
 /// Version 2 added the manifest checksum in `CURRENT`; version 3 the
 /// landmark peaks of every item in `items.bin`; version 4 the melodic
-/// events.
-pub const INDEX_VERSION: u32 = 4;
+/// events; version 5 stores the posting tables built (`landmarks.post`,
+/// `melodic.post`) and an offset table in `items.bin`, so that opening maps
+/// files instead of rebuilding.
+pub const INDEX_VERSION: u32 = 5;
 /// Every `WINDOW_STRIDE`-th embedding window of an item is indexed (every
 /// 2 s); queries use all of theirs.
 pub const WINDOW_STRIDE: usize = 2;
@@ -50,6 +64,13 @@ const EXACT_BELOW: usize = 2_000;
 const ITEMS_MAGIC: &[u8; 8] = b"REFRAINS";
 const VECTORS_MAGIC: &[u8; 8] = b"REFRAINV";
 const SEARCH_BASENAME: &str = "search";
+/// `items.bin` bytes before its offset table: magic, version, parameter
+/// hash, item count.
+const ITEMS_HEADER: usize = 8 + 4 + 8 + 4;
+/// `vectors.bin` bytes before the vectors: magic, version, dim, count.
+const VECTORS_HEADER: usize = 8 + 4 + 4 + 4;
+const LANDMARKS_FILE: &str = "landmarks.post";
+const MELODIC_FILE: &str = "melodic.post";
 
 /// Decision thresholds on the two scores, and how they were set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,19 +193,23 @@ pub struct Manifest {
 pub struct Index {
     /// The manifest.
     pub manifest: Manifest,
-    /// Per-item sequences, by item id.
-    pub sequences: Vec<Sequences>,
     /// Item id of every indexed window.
     pub window_item: Vec<u32>,
     /// Start (seconds, in its item) of every indexed window.
     pub window_start_s: Vec<f32>,
-    /// 8-bit window embeddings (×127), kept for `--add` rebuilds.
-    vectors_q: Vec<i8>,
+    /// The image of `items.bin`: header, offset table, one record per item
+    /// (decoded on demand by [`Index::item`]).
+    items: Bytes,
+    /// The image of `vectors.bin`: 8-bit window embeddings (×127) after a
+    /// header, kept for `--add` rebuilds.
+    vectors: Bytes,
     engine: Engine,
-    /// The items' landmark pairs by hash (built from `sequences`).
+    /// The items' landmark pairs by hash.
     landmarks: LandmarkIndex,
-    /// The items' melodic n-grams by hash (built from `sequences`).
+    /// The items' melodic n-grams by hash.
     melodic: MelodicIndex,
+    /// The generation directory it was opened from (named by errors).
+    origin: Option<PathBuf>,
 }
 
 /// The candidate-search engine behind an index.
@@ -207,8 +232,12 @@ impl std::fmt::Debug for Index {
 pub struct IndexBuilder {
     params: AnalysisParams,
     items: Vec<Item>,
-    sequences: Vec<Sequences>,
-    vectors: Vec<f32>,
+    /// The items' encoded [`Sequences`], one after the other.
+    records: Vec<u8>,
+    /// End of each item's record in `records`.
+    ends: Vec<u64>,
+    /// 8-bit window embeddings (×127), as stored.
+    vectors_q: Vec<i8>,
     thresholds: Thresholds,
     hashes: HashSet<String>,
 }
@@ -223,20 +252,38 @@ impl IndexBuilder {
         IndexBuilder {
             params: params.clone(),
             items: Vec::new(),
-            sequences: Vec::new(),
-            vectors: Vec::new(),
+            records: Vec::new(),
+            ends: Vec::new(),
+            vectors_q: Vec::new(),
             thresholds: Thresholds::default(),
             hashes: HashSet::new(),
         }
     }
 
-    /// A builder holding everything `index` holds (for `--add`).
-    pub fn from_index(index: &Index) -> Self {
-        IndexBuilder {
+    /// A builder holding everything `index` holds (for `--add`): its items'
+    /// records are copied as stored, each checked to decode.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Corrupt`] at [`Stage::ReadIndex`] when a record of
+    /// `index` does not decode (a damaged index).
+    pub fn from_index(index: &Index) -> Result<Self> {
+        let mut records = Vec::with_capacity(index.items.len());
+        let mut ends = Vec::with_capacity(index.len());
+        for id in 0..index.len() {
+            let rec = index
+                .record(id)
+                .filter(|r| Sequences::decode(r).is_some_and(|(_, used)| used == r.len()))
+                .ok_or_else(|| index.record_err(id))?;
+            records.extend_from_slice(rec);
+            ends.push(records.len() as u64);
+        }
+        Ok(IndexBuilder {
             params: index.manifest.params.clone(),
             items: index.manifest.items.clone(),
-            sequences: index.sequences.clone(),
-            vectors: index.vectors_q.iter().map(|&q| q as f32 / 127.0).collect(),
+            records,
+            ends,
+            vectors_q: index.vectors_q().to_vec(),
             thresholds: index.manifest.thresholds.clone(),
             hashes: index
                 .manifest
@@ -244,7 +291,7 @@ impl IndexBuilder {
                 .iter()
                 .map(|i| i.content_hash.clone())
                 .collect(),
-        }
+        })
     }
 
     /// Whether an item with this content hash is already in.
@@ -291,18 +338,18 @@ impl IndexBuilder {
         let dim = crate::embed::dim();
         let mut windows = 0u32;
         for row in fp.embeddings.rows().into_iter().step_by(WINDOW_STRIDE) {
-            self.vectors.extend(row.iter());
+            self.vectors_q.extend(row.iter().map(|&v| quantize(v)));
             windows += 1;
         }
-        debug_assert_eq!(self.vectors.len() % dim, 0);
+        debug_assert_eq!(self.vectors_q.len() % dim, 0);
         self.items.push(Item {
             path: path.to_string(),
             duration_s: fp.source.duration_s,
             content_hash: content_hash.to_string(),
             windows,
         });
-        self.sequences
-            .push(Sequences::from_fingerprint(fp, &self.params));
+        Sequences::from_fingerprint(fp, &self.params).encode(&mut self.records);
+        self.ends.push(self.records.len() as u64);
         self.hashes.insert(content_hash.to_string());
         Ok(())
     }
@@ -320,25 +367,46 @@ impl IndexBuilder {
                 window_start_s.push((w as f64 * window_hop_s) as f32);
             }
         }
-        let vectors_q: Vec<i8> = self
-            .vectors
-            .iter()
-            .map(|v| (v * 127.0).round().clamp(-127.0, 127.0) as i8)
-            .collect();
         let n = window_item.len();
         // search what is stored: the 8-bit vectors, so that a reopened or
         // extended index gives exactly the answers of the one just built
-        let vectors = renormalize(vectors_q.iter().map(|&q| q as f32 / 127.0).collect(), dim);
+        let vectors = renormalize(
+            self.vectors_q.iter().map(|&q| q as f32 / 127.0).collect(),
+            dim,
+        );
         let engine = if n < EXACT_BELOW {
             Engine::Exact(ExactSearch::new(vectors, dim))
         } else {
             Engine::Hnsw(HnswSearch::build(&vectors, dim))
         };
-        let landmarks = landmark_index(&self.sequences, &self.params);
-        let melodic = melodic_index(&self.sequences);
+        let records: Vec<&[u8]> = (0..self.ends.len())
+            .map(|i| {
+                let from = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+                &self.records[from..self.ends[i] as usize]
+            })
+            .collect();
+        // the records are this builder's own encodings, or were checked to
+        // decode by `from_index`
+        let landmarks = LandmarkIndex::build(
+            records
+                .iter()
+                .map(|r| Sequences::decode_peaks_of(r).unwrap_or_default()),
+            self.params.landmark_index.fan_out,
+        );
+        let melodic = MelodicIndex::build(
+            records
+                .iter()
+                .map(|r| Sequences::decode_events_of(r).unwrap_or_default()),
+        );
+        let items = Bytes::from_vec(items_image(self.params.hash(), &self.records, &self.ends));
+        let vectors = Bytes::from_vec(vectors_image(dim, n, &self.vectors_q));
+        drop(records);
         Index {
             landmarks,
             melodic,
+            items,
+            vectors,
+            origin: None,
             manifest: Manifest {
                 format: "refrain-index".into(),
                 format_version: INDEX_VERSION,
@@ -352,13 +420,87 @@ impl IndexBuilder {
                 files: Default::default(),
                 created_by: format!("refrain {}", env!("CARGO_PKG_VERSION")),
             },
-            sequences: self.sequences,
             window_item,
             window_start_s,
-            vectors_q,
             engine,
         }
     }
+}
+
+/// A window embedding value as stored: × 127, rounded, in `-127..=127`.
+fn quantize(v: f32) -> i8 {
+    (v * 127.0).round().clamp(-127.0, 127.0) as i8
+}
+
+/// The bytes of `items.bin` (see `fingerprints/FORMAT.md`): header, the
+/// offset table (`count + 1` absolute `u64` positions: record `i` is
+/// `offsets[i]..offsets[i + 1]`, the last is the file length), records.
+fn items_image(params_hash: u64, records: &[u8], ends: &[u64]) -> Vec<u8> {
+    let table = ITEMS_HEADER + 8 * (ends.len() + 1);
+    let mut b = Vec::with_capacity(table + records.len());
+    b.extend_from_slice(ITEMS_MAGIC);
+    b.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+    b.extend_from_slice(&params_hash.to_le_bytes());
+    b.extend_from_slice(&(ends.len() as u32).to_le_bytes());
+    b.extend_from_slice(&(table as u64).to_le_bytes());
+    for &e in ends {
+        b.extend_from_slice(&(table as u64 + e).to_le_bytes());
+    }
+    b.extend_from_slice(records);
+    b
+}
+
+/// The bytes of `vectors.bin`: magic, version, dim, count, then `count ×
+/// dim` 8-bit values.
+fn vectors_image(dim: usize, count: usize, vectors_q: &[i8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(VECTORS_HEADER + vectors_q.len());
+    v.extend_from_slice(VECTORS_MAGIC);
+    v.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+    v.extend_from_slice(&(dim as u32).to_le_bytes());
+    v.extend_from_slice(&(count as u32).to_le_bytes());
+    v.extend_from_slice(bytemuck::cast_slice(vectors_q));
+    v
+}
+
+/// Reads a little-endian `u64` at `o` (`None` past the end).
+fn u64_at(b: &[u8], o: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(
+        b.get(o..o.checked_add(8)?)?.try_into().ok()?,
+    ))
+}
+
+/// Checks the header and offset table of an `items.bin` image of `count`
+/// items (one pass over the table; the records are decoded when used).
+fn check_items(b: &[u8], params_hash: u64, count: usize) -> std::result::Result<(), &'static str> {
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    if b.len() < ITEMS_HEADER
+        || &b[..8] != ITEMS_MAGIC
+        || u32_at(8) != Some(INDEX_VERSION)
+        || b[12..20] != params_hash.to_le_bytes()
+    {
+        return Err("items.bin header");
+    }
+    if u32_at(20).map(|c| c as usize) != Some(count) {
+        return Err("items.bin item count");
+    }
+    let table = ITEMS_HEADER as u64 + 8 * (count as u64 + 1);
+    let mut prev = table;
+    if u64_at(b, ITEMS_HEADER) != Some(table) {
+        return Err("items.bin offset table");
+    }
+    for i in 1..=count {
+        match u64_at(b, ITEMS_HEADER + 8 * i) {
+            Some(o) if o >= prev => prev = o,
+            _ => return Err("items.bin offset table"),
+        }
+    }
+    if prev != b.len() as u64 {
+        return Err("items.bin has bytes after the last record");
+    }
+    Ok(())
 }
 
 impl Index {
@@ -393,9 +535,86 @@ impl Index {
     /// [`Index::window_item`] order. What an external engine must hold.
     pub fn window_vectors(&self) -> Vec<f32> {
         renormalize(
-            self.vectors_q.iter().map(|&q| q as f32 / 127.0).collect(),
+            self.vectors_q().iter().map(|&q| q as f32 / 127.0).collect(),
             self.manifest.embedding_dim,
         )
+    }
+
+    /// The stored 8-bit window embeddings (each value × 127), flat, in
+    /// window order (`window_item.len() × manifest.embedding_dim`).
+    pub fn vectors_q(&self) -> &[i8] {
+        bytemuck::cast_slice(self.vectors.get(VECTORS_HEADER..).unwrap_or(&[]))
+    }
+
+    /// The encoded record of item `id` in `items.bin` (checked at open to
+    /// lie inside the file; `None` for an id out of range).
+    fn record(&self, id: usize) -> Option<&[u8]> {
+        let b = &self.items[..];
+        let from = u64_at(b, ITEMS_HEADER + 8 * id)? as usize;
+        let to = u64_at(b, ITEMS_HEADER + 8 * (id + 1))? as usize;
+        if id >= self.len() {
+            return None;
+        }
+        b.get(from..to)
+    }
+
+    /// The error for a record that does not decode, or an id out of range.
+    fn record_err(&self, id: usize) -> Error {
+        let kind = if id >= self.len() {
+            ErrorKind::InvalidInput(format!(
+                "item {id} is not in the index ({} items)",
+                self.len()
+            ))
+        } else {
+            ErrorKind::Corrupt(format!(
+                "items.bin record {id} does not decode; the index is damaged: rebuild it \
+                 with `refrain index`"
+            ))
+        };
+        match &self.origin {
+            Some(gen) => Error::at(&gen.join("items.bin"), Stage::ReadIndex, kind),
+            None => Error::new(Stage::ReadIndex, kind),
+        }
+    }
+
+    /// The sequences of item `id`, decoded from `items.bin` (a few tens of
+    /// kilobytes for a 3-minute item: CENS, band energies, melody, peaks,
+    /// events). Re-ranking decodes its candidates only.
+    ///
+    /// # Errors
+    ///
+    /// At [`Stage::ReadIndex`]: [`ErrorKind::InvalidInput`] for an id not
+    /// below [`Index::len`], [`ErrorKind::Corrupt`] for a record that does
+    /// not decode (naming `items.bin`).
+    pub fn item(&self, id: usize) -> Result<Sequences> {
+        self.record(id)
+            .and_then(Sequences::decode)
+            .map(|(s, _)| s)
+            .ok_or_else(|| self.record_err(id))
+    }
+
+    /// The landmark peaks of item `id` alone (what [`Index::item`] gives as
+    /// `peaks`, without decoding the rest).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Index::item`].
+    pub fn item_peaks(&self, id: usize) -> Result<Vec<LandmarkPeak>> {
+        self.record(id)
+            .and_then(Sequences::decode_peaks_of)
+            .ok_or_else(|| self.record_err(id))
+    }
+
+    /// The melodic events of item `id` alone (what [`Index::item`] gives as
+    /// `events`).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Index::item`].
+    pub fn item_events(&self, id: usize) -> Result<Vec<Event>> {
+        self.record(id)
+            .and_then(Sequences::decode_events_of)
+            .ok_or_else(|| self.record_err(id))
     }
 
     /// Number of items.
@@ -439,30 +658,30 @@ impl Index {
         }
         std::fs::create_dir_all(&gen).map_err(w)?;
         let mut files = std::collections::BTreeMap::new();
-        // items.bin
-        let mut b = Vec::new();
-        b.extend_from_slice(ITEMS_MAGIC);
-        b.extend_from_slice(&INDEX_VERSION.to_le_bytes());
-        b.extend_from_slice(&self.manifest.params.hash().to_le_bytes());
-        b.extend_from_slice(&(self.sequences.len() as u32).to_le_bytes());
-        for s in &self.sequences {
-            s.encode(&mut b);
+        // every file is written as stored, from the image the index holds
+        // (built, or mapped from the generation it was opened from: a new
+        // generation never overwrites the files of the live one)
+        let ph = self.manifest.params.hash();
+        let lm =
+            self.landmarks
+                .table()
+                .file_parts(TableKind::Landmarks, ph, crate::landmarks::HASHES);
+        let mel = self
+            .melodic
+            .table()
+            .file_parts(TableKind::Melodic, ph, crate::ngrams::HASHES);
+        let parts: [(&str, Vec<&[u8]>); 4] = [
+            ("items.bin", vec![&self.items[..]]),
+            ("vectors.bin", vec![&self.vectors[..]]),
+            (LANDMARKS_FILE, lm.iter().map(|p| &p[..]).collect()),
+            (MELODIC_FILE, mel.iter().map(|p| &p[..]).collect()),
+        ];
+        for (name, bytes) in parts {
+            files.insert(
+                name.to_string(),
+                write_parts(&gen.join(name), &bytes).map_err(w)?,
+            );
         }
-        files.insert(
-            "items.bin".to_string(),
-            write_sum(&gen.join("items.bin"), &b).map_err(w)?,
-        );
-        // vectors.bin
-        let mut v = Vec::with_capacity(self.vectors_q.len() + 32);
-        v.extend_from_slice(VECTORS_MAGIC);
-        v.extend_from_slice(&INDEX_VERSION.to_le_bytes());
-        v.extend_from_slice(&(self.manifest.embedding_dim as u32).to_le_bytes());
-        v.extend_from_slice(&(self.window_item.len() as u32).to_le_bytes());
-        v.extend(self.vectors_q.iter().map(|&x| x as u8));
-        files.insert(
-            "vectors.bin".to_string(),
-            write_sum(&gen.join("vectors.bin"), &v).map_err(w)?,
-        );
         match &self.engine {
             Engine::Hnsw(h) => h.save(&gen, SEARCH_BASENAME)?,
             // an external engine serves this index in memory, but the saved
@@ -616,49 +835,45 @@ impl Index {
                 "embedding layout differs from this build".into(),
             )));
         }
-        let read_checked = |name: &str| -> Result<Vec<u8>> {
+        // each stored file: its size and CRC-32 against the manifest's in
+        // one streaming pass (through the page cache, not this process's
+        // memory), then mapped
+        let map_checked = |name: &str| -> Result<Bytes> {
             let sum = manifest
                 .files
                 .get(name)
                 .ok_or_else(|| r(ErrorKind::Corrupt(format!("manifest lists no {name}"))))?;
-            let b = read(name)?;
-            if b.len() as u64 != sum.bytes || crc32fast::hash(&b) != sum.crc32 {
+            let path = gen.join(name);
+            let io_err = |e: std::io::Error| match e.kind() {
+                std::io::ErrorKind::NotFound => r(ErrorKind::Corrupt(format!(
+                    "{gen_name}/{name}, named by CURRENT, is missing"
+                ))),
+                _ => index_err(&path, Stage::ReadIndex, e.into()),
+            };
+            let (bytes, crc) = crate::mapped::file_crc(&path).map_err(io_err)?;
+            if bytes != sum.bytes || crc != sum.crc32 {
                 return Err(r(ErrorKind::Corrupt(format!(
                     "{name} does not match its checksum (damaged or truncated)"
                 ))));
             }
-            Ok(b)
+            let map = Bytes::map(&path).map_err(io_err)?;
+            if map.len() as u64 != sum.bytes {
+                return Err(r(ErrorKind::Corrupt(format!(
+                    "{name} changed while the index was opened"
+                ))));
+            }
+            Ok(map)
         };
-        let items = read_checked("items.bin")?;
-        let mut pos = 8 + 4 + 8 + 4;
-        let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4"));
-        if items.len() < pos
-            || &items[..8] != ITEMS_MAGIC
-            || u32_at(&items, 8) != INDEX_VERSION
-            || items[12..20] != params.hash().to_le_bytes()
-        {
-            return Err(r(ErrorKind::Corrupt("items.bin header".into())));
-        }
-        let count = u32_at(&items, 20) as usize;
-        if count != manifest.items.len() {
-            return Err(r(ErrorKind::Corrupt("items.bin item count".into())));
-        }
-        let mut sequences = Vec::with_capacity(count);
-        for _ in 0..count {
-            let (s, used) = Sequences::decode(&items[pos..])
-                .ok_or_else(|| r(ErrorKind::Corrupt("items.bin record".into())))?;
-            sequences.push(s);
-            pos += used;
-        }
-        if pos != items.len() {
-            return Err(r(ErrorKind::Corrupt(
-                "items.bin has bytes after the last record".into(),
-            )));
-        }
-        let vb = read_checked("vectors.bin")?;
+        let items = map_checked("items.bin")?;
+        check_items(&items, params.hash(), manifest.items.len())
+            .map_err(|m| r(ErrorKind::Corrupt(m.into())))?;
+        let vb = map_checked("vectors.bin")?;
         let dim = manifest.embedding_dim;
         let n: usize = manifest.items.iter().map(|i| i.windows as usize).sum();
-        let want = n.checked_mul(dim).and_then(|x| x.checked_add(20));
+        let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4"));
+        let want = n
+            .checked_mul(dim)
+            .and_then(|x| x.checked_add(VECTORS_HEADER));
         if Some(vb.len()) != want
             || &vb[..8] != VECTORS_MAGIC
             || u32_at(&vb, 8) != INDEX_VERSION
@@ -669,7 +884,20 @@ impl Index {
                 "vectors.bin does not hold the windows the manifest lists".into(),
             )));
         }
-        let vectors_q: Vec<i8> = vb[20..].iter().map(|&x| x as i8).collect();
+        let table = |name: &str, kind: TableKind, hashes: usize| -> Result<PostingTable> {
+            PostingTable::from_file(map_checked(name)?, kind, params.hash(), hashes)
+                .map_err(|m| r(ErrorKind::Corrupt(format!("{name}: {m}"))))
+        };
+        let landmarks = LandmarkIndex::from_table(table(
+            LANDMARKS_FILE,
+            TableKind::Landmarks,
+            crate::landmarks::HASHES,
+        )?);
+        let melodic = MelodicIndex::from_table(table(
+            MELODIC_FILE,
+            TableKind::Melodic,
+            crate::ngrams::HASHES,
+        )?);
         let mut window_item = Vec::with_capacity(n);
         let mut window_start_s = Vec::with_capacity(n);
         for (id, item) in manifest.items.iter().enumerate() {
@@ -678,6 +906,7 @@ impl Index {
                 window_start_s.push((w as f64 * manifest.window_hop_s) as f32);
             }
         }
+        let vectors_q: &[i8] = bytemuck::cast_slice(&vb[VECTORS_HEADER..]);
         let engine = if n < EXACT_BELOW {
             let v: Vec<f32> = vectors_q.iter().map(|&q| q as f32 / 127.0).collect();
             Engine::Exact(ExactSearch::new(renormalize(v, dim), dim))
@@ -691,13 +920,14 @@ impl Index {
             )
         };
         Ok(Index {
-            landmarks: landmark_index(&sequences, &manifest.params),
-            melodic: melodic_index(&sequences),
+            landmarks,
+            melodic,
             manifest,
-            sequences,
+            items,
+            vectors: vb,
+            origin: Some(gen),
             window_item,
             window_start_s,
-            vectors_q,
             engine,
         })
     }
@@ -738,17 +968,51 @@ impl Index {
     }
 }
 
-/// The landmark table of the items' stored peaks.
-fn landmark_index(sequences: &[Sequences], params: &AnalysisParams) -> LandmarkIndex {
-    LandmarkIndex::build(
-        sequences.iter().map(|s| s.peaks.as_slice()),
-        params.landmark_index.fan_out,
-    )
+/// Decodes items' peaks and events on demand for the search closures
+/// ([`LandmarkMatches::resolve_background`](crate::landmarks::LandmarkMatches::resolve_background),
+/// [`MelodicIndex::search`]), which take plain lists: a record that does not
+/// decode gives an empty list there and its error here, from
+/// [`Lookups::finish`], so that no failure passes silently.
+pub(crate) struct Lookups<'a> {
+    index: &'a Index,
+    err: std::cell::RefCell<Option<Error>>,
 }
 
-/// The melodic n-gram table of the items' events.
-fn melodic_index(sequences: &[Sequences]) -> MelodicIndex {
-    MelodicIndex::build(sequences.iter().map(|s| s.events.as_slice()))
+impl<'a> Lookups<'a> {
+    pub(crate) fn new(index: &'a Index) -> Self {
+        Lookups {
+            index,
+            err: Default::default(),
+        }
+    }
+
+    fn keep<T: Clone>(&self, r: Result<Vec<T>>) -> std::borrow::Cow<'static, [T]> {
+        match r {
+            Ok(v) => v.into(),
+            Err(e) => {
+                self.err.borrow_mut().get_or_insert(e);
+                Vec::new().into()
+            }
+        }
+    }
+
+    /// Item `i`'s landmark peaks.
+    pub(crate) fn peaks(&self, i: u32) -> std::borrow::Cow<'static, [LandmarkPeak]> {
+        self.keep(self.index.item_peaks(i as usize))
+    }
+
+    /// Item `i`'s melodic events.
+    pub(crate) fn events(&self, i: u32) -> std::borrow::Cow<'static, [Event]> {
+        self.keep(self.index.item_events(i as usize))
+    }
+
+    /// The first failure, if any.
+    pub(crate) fn finish(self) -> Result<()> {
+        match self.err.into_inner() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Scales every row of a flat buffer back to unit length.
@@ -833,11 +1097,31 @@ fn next_generation_name(dir: &Path) -> String {
     format!("gen-{:06}", max + 1)
 }
 
-fn write_sum(path: &Path, bytes: &[u8]) -> std::io::Result<FileSum> {
-    write_atomic(path, bytes)?;
+/// Writes `parts` one after the other as the file `path` (under a temporary
+/// name, synced, then renamed into place) and returns its size and CRC-32.
+fn write_parts(path: &Path, parts: &[&[u8]]) -> std::io::Result<FileSum> {
+    use std::io::Write;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    let mut crc = crc32fast::Hasher::new();
+    let mut bytes = 0u64;
+    let result = (|| {
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        for p in parts {
+            crc.update(p);
+            bytes += p.len() as u64;
+            f.write_all(p)?;
+        }
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
     Ok(FileSum {
-        bytes: bytes.len() as u64,
-        crc32: crc32fast::hash(bytes),
+        bytes,
+        crc32: crc.finalize(),
     })
 }
 
@@ -918,6 +1202,8 @@ mod tests {
             format!("{gen}/manifest.json"),
             format!("{gen}/items.bin"),
             format!("{gen}/vectors.bin"),
+            format!("{gen}/{LANDMARKS_FILE}"),
+            format!("{gen}/{MELODIC_FILE}"),
             format!("{gen}/search.hnsw"),
         ];
         let mut rng = Rng::new(6);
@@ -958,9 +1244,9 @@ mod tests {
         // restored, it opens and answers as before
         let back = Index::open(dir.path()).unwrap();
         assert_eq!(back.manifest, idx.manifest);
-        assert_eq!(back.vectors_q, idx.vectors_q);
+        assert_eq!(back.vectors_q(), idx.vectors_q());
         let dim = crate::embed::dim();
-        let q: Vec<f32> = idx.vectors_q[17 * dim..18 * dim]
+        let q: Vec<f32> = idx.vectors_q()[17 * dim..18 * dim]
             .iter()
             .map(|&x| f32::from(x) / 127.0)
             .collect();
@@ -996,6 +1282,73 @@ mod tests {
         let e = Index::open(&empty.path().join("none")).unwrap_err();
         assert!(matches!(e.kind, ErrorKind::NotFound(_)), "{e}");
         assert!(e.to_string().contains("no such directory"), "{e}");
+    }
+
+    #[test]
+    fn a_format_4_index_is_refused_with_the_version_error() {
+        // written by the last build of format 4 (tests/data/index-v4/README.md)
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/index-v4");
+        let e = Index::open(&dir).unwrap_err();
+        assert!(
+            matches!(
+                e.kind,
+                ErrorKind::Version {
+                    found: 4,
+                    expected: 5
+                }
+            ),
+            "{e}"
+        );
+        let msg = open_err(&dir);
+        assert!(msg.contains('4') && msg.contains('5'), "{msg}");
+    }
+
+    #[test]
+    fn a_flipped_byte_in_a_stored_table_or_item_file_is_refused_as_damaged() {
+        let mut idx = index(3, 60);
+        let dir = tempfile::tempdir().unwrap();
+        idx.save(dir.path()).unwrap();
+        let gen = current_generation(dir.path()).unwrap();
+        for name in ["items.bin", "vectors.bin", LANDMARKS_FILE, MELODIC_FILE] {
+            let path = dir.path().join(&gen).join(name);
+            let good = std::fs::read(&path).unwrap();
+            for at in [0, 9, good.len() / 2, good.len() - 1] {
+                let mut bad = good.clone();
+                bad[at] ^= 0x40;
+                std::fs::write(&path, &bad).unwrap();
+                let e = open_err(dir.path());
+                assert!(
+                    e.contains(&format!("{name} does not match its checksum")),
+                    "{e}"
+                );
+            }
+            std::fs::write(&path, &good).unwrap();
+        }
+        // restored, the mapped index answers as the built one
+        let back = Index::open(dir.path()).unwrap();
+        for id in 0..3 {
+            assert_eq!(back.item(id).unwrap(), idx.item(id).unwrap());
+            assert_eq!(back.item_peaks(id).unwrap(), idx.item(id).unwrap().peaks);
+            assert_eq!(back.item_events(id).unwrap(), idx.item(id).unwrap().events);
+        }
+        assert!(back.item(3).is_err());
+        assert_eq!(back.landmarks().len(), idx.landmarks().len());
+        assert_eq!(back.melodic().len(), idx.melodic().len());
+        for h in (0..crate::landmarks::HASHES as u32).step_by(997) {
+            assert_eq!(back.landmarks().list_len(h), idx.landmarks().list_len(h));
+        }
+        // and --add from it keeps every record
+        let mut b = IndexBuilder::from_index(&back).unwrap();
+        b.add(
+            "more.wav",
+            "hash-more",
+            &crate::synth::random_fingerprint(99, 60),
+        )
+        .unwrap();
+        let grown = b.build();
+        assert_eq!(grown.len(), 4);
+        assert_eq!(grown.item(1).unwrap(), idx.item(1).unwrap());
+        assert!(grown.landmarks().len() > idx.landmarks().len());
     }
 
     #[test]

@@ -63,6 +63,8 @@ const F_QUANT: u32 = 2;
 const T_QUANT: u32 = 2;
 /// Bits of a hash: anchor bin (9), bin difference (7), time difference (6).
 pub const HASH_BITS: u32 = 22;
+/// Number of distinct hashes (`2^HASH_BITS`): the landmark table's size.
+pub const HASHES: usize = 1 << HASH_BITS;
 /// Width, in frames, of the offset window an item's count is taken over
 /// (peak times jitter by a frame or two between a copy and its original).
 pub const OFFSET_WINDOW: i64 = 5;
@@ -320,9 +322,10 @@ pub struct SearchScratch {
     frames: Vec<u32>,
 }
 
-/// The training pairs of every item, grouped by hash (built in memory from
-/// the stored peaks when an index is opened or built): 8 bytes per pair
-/// plus a table of 2^22 offsets (32 MB).
+/// The training pairs of every item, grouped by hash (built from the items'
+/// peaks by [`crate::index::IndexBuilder`], stored as `landmarks.post` and
+/// memory-mapped when an index opens): 8 bytes per pair plus a table of
+/// 2^22 offsets (32 MB).
 #[derive(Debug, Clone, Default)]
 pub struct LandmarkIndex {
     /// Each pair's item and anchor frame, by hash.
@@ -358,7 +361,10 @@ impl LandmarkMatches {
     /// that is not the same recording as the first (judged from the items'
     /// stored peaks, `peaks_of(item)`, with [`same_recording`]), at least
     /// [`BACKGROUND_FLOOR`].
-    pub fn resolve_background<'a>(&mut self, peaks_of: impl Fn(u32) -> &'a [LandmarkPeak]) {
+    pub fn resolve_background<'a>(
+        &mut self,
+        peaks_of: impl Fn(u32) -> std::borrow::Cow<'a, [LandmarkPeak]>,
+    ) {
         let mut background = 0.0f32;
         if let Some((first, rest)) = self.items.split_first() {
             let mut others = rest.iter().take(BACKGROUND_CANDIDATES).peekable();
@@ -370,7 +376,7 @@ impl LandmarkMatches {
                     (q1 as i64 + first.offset_frames + MAX_DT as i64).max(0) as u32,
                 );
                 let shift = m.offset_frames - first.offset_frames;
-                let dup = same_recording(peaks_of(first.item), range, peaks_of(m.item), shift);
+                let dup = same_recording(&peaks_of(first.item), range, &peaks_of(m.item), shift);
                 if !dup || others.peek().is_none() {
                     background = m.count as f32;
                     if !dup {
@@ -484,18 +490,30 @@ pub fn select(query: &[Landmark], list_len: impl Fn(usize) -> usize) -> Vec<u32>
 }
 
 impl LandmarkIndex {
-    /// Builds the table from each item's peaks (item id = position).
-    pub fn build<'a, I>(items: I, fan_out: usize) -> Self
+    /// Builds the table from each item's peaks (item id = position; the
+    /// iterator is walked twice).
+    pub fn build<I>(items: I, fan_out: usize) -> Self
     where
-        I: IntoIterator<Item = &'a [LandmarkPeak]> + Clone,
+        I: IntoIterator + Clone,
+        I::Item: AsRef<[LandmarkPeak]>,
     {
         let mut lm = Vec::new();
-        let table = PostingTable::build(1usize << HASH_BITS, items, |peaks, keys| {
+        let table = PostingTable::build(HASHES, items, |peaks, keys| {
             lm.clear();
-            pairs(peaks, fan_out, &mut lm);
+            pairs(peaks.as_ref(), fan_out, &mut lm);
             keys.extend(lm.iter().map(|l| (l.hash, l.frame)));
         });
         LandmarkIndex { table }
+    }
+
+    /// The index over a stored table (see [`PostingTable::from_file`]).
+    pub fn from_table(table: PostingTable) -> Self {
+        LandmarkIndex { table }
+    }
+
+    /// The posting table (for storing it).
+    pub fn table(&self) -> &PostingTable {
+        &self.table
     }
 
     /// Number of stored pairs.
@@ -763,7 +781,7 @@ mod tests {
                 &mut lm,
             );
             let mut m = index.search(&lm, None, &mut SearchScratch::default());
-            m.resolve_background(|i| stored[i as usize].as_slice());
+            m.resolve_background(|i| stored[i as usize].as_slice().into());
             m
         };
         // song 3 from 4 s to 24 s, under the other piece
@@ -809,7 +827,7 @@ mod tests {
             &mut lm,
         );
         let mut m = index2.search(&lm, None, &mut SearchScratch::default());
-        m.resolve_background(|i| twice[i as usize].as_slice());
+        m.resolve_background(|i| twice[i as usize].as_slice().into());
         assert_eq!(m.items[0].count, m.items[1].count, "{m:?}");
         assert!(
             m.ratio(&m.items[0]) >= 3.0,

@@ -31,6 +31,7 @@ pub mod html;
 pub mod index;
 pub mod inputs;
 pub mod landmarks;
+pub mod mapped;
 
 pub mod error;
 

@@ -164,18 +164,30 @@ pub struct MelodicScratch {
 const BIAS: i64 = 1 << 31;
 
 impl MelodicIndex {
-    /// Builds the table from each item's events (item id = position).
-    pub fn build<'a, I>(items: I) -> Self
+    /// Builds the table from each item's events (item id = position; the
+    /// iterator is walked twice).
+    pub fn build<I>(items: I) -> Self
     where
-        I: IntoIterator<Item = &'a [Event]> + Clone,
+        I: IntoIterator + Clone,
+        I::Item: AsRef<[Event]>,
     {
         let mut g = Vec::new();
         let table = PostingTable::build(HASHES, items, |ev, keys| {
             g.clear();
-            grams(ev, &mut g);
+            grams(ev.as_ref(), &mut g);
             keys.extend(g.iter().map(|x| (x.hash, x.pos)));
         });
         MelodicIndex { table }
+    }
+
+    /// The index over a stored table (see [`PostingTable::from_file`]).
+    pub fn from_table(table: PostingTable) -> Self {
+        MelodicIndex { table }
+    }
+
+    /// The posting table (for storing it).
+    pub fn table(&self) -> &PostingTable {
+        &self.table
     }
 
     /// Number of stored n-grams.
@@ -195,7 +207,7 @@ impl MelodicIndex {
         &self,
         query: &[Event],
         exclude: Option<usize>,
-        events_of: impl Fn(u32) -> &'a [Event],
+        events_of: impl Fn(u32) -> std::borrow::Cow<'a, [Event]>,
         scratch: &mut MelodicScratch,
     ) -> Vec<MelodicMatch> {
         self.search_with(query, exclude, events_of, scratch, |_, n| n <= MAX_LIST)
@@ -216,7 +228,7 @@ impl MelodicIndex {
         &self,
         query: &[Event],
         exclude: Option<usize>,
-        events_of: impl Fn(u32) -> &'a [Event],
+        events_of: impl Fn(u32) -> std::borrow::Cow<'a, [Event]>,
         scratch: &mut MelodicScratch,
         keep: impl Fn(usize, usize) -> bool,
     ) -> Vec<MelodicMatch> {
@@ -410,7 +422,12 @@ mod tests {
         }
         let q = ev(&q);
         let mut scratch = MelodicScratch::default();
-        let m = index.search(&q, None, |i| &items[i as usize], &mut scratch);
+        let m = index.search(
+            &q,
+            None,
+            |i| items[i as usize].as_slice().into(),
+            &mut scratch,
+        );
         assert_eq!(m[0].item, 12, "{:?}", &m[..3.min(m.len())]);
         assert_eq!(m[0].transpose, 3);
         assert!(
@@ -420,7 +437,12 @@ mod tests {
         );
         assert!(m[0].count >= 3 * m.get(1).map_or(1, |x| x.count), "{m:?}");
         // leaving it out finds nothing as strong
-        let m = index.search(&q, Some(12), |i| &items[i as usize], &mut scratch);
+        let m = index.search(
+            &q,
+            Some(12),
+            |i| items[i as usize].as_slice().into(),
+            &mut scratch,
+        );
         assert!(m.iter().all(|x| x.item != 12));
     }
 }

@@ -154,78 +154,108 @@ impl Sequences {
     /// Decodes one record from the front of `b`, returning it and the bytes
     /// consumed, or `None` if `b` is too short or inconsistent.
     pub fn decode(b: &[u8]) -> Option<(Self, usize)> {
+        let l = Layout::of(b)?;
+        let melody = b[l.melody.clone()]
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        Some((
+            Sequences {
+                cens: b[l.cens.clone()].to_vec(),
+                bands: b[l.bands.clone()].to_vec(),
+                n_bands: l.n_bands,
+                melody,
+                tuning_cents: l.tuning_cents,
+                peaks: decode_peaks(&b[l.peaks.clone()])?,
+                events: decode_events(&b[l.events.clone()])?,
+            },
+            l.total,
+        ))
+    }
+
+    /// The landmark peaks alone of the record at the front of `b` (what
+    /// [`Sequences::decode`] gives as `peaks`, without copying the rest),
+    /// or `None` if the record is inconsistent.
+    pub fn decode_peaks_of(b: &[u8]) -> Option<Vec<LandmarkPeak>> {
+        decode_peaks(&b[Layout::of(b)?.peaks])
+    }
+
+    /// The melodic events alone of the record at the front of `b`, or
+    /// `None` if the record is inconsistent.
+    pub fn decode_events_of(b: &[u8]) -> Option<Vec<Event>> {
+        decode_events(&b[Layout::of(b)?.events])
+    }
+}
+
+/// Where each section of one encoded record lies (byte ranges in it), from
+/// its length fields alone.
+struct Layout {
+    n_bands: usize,
+    tuning_cents: f32,
+    cens: std::ops::Range<usize>,
+    bands: std::ops::Range<usize>,
+    melody: std::ops::Range<usize>,
+    peaks: std::ops::Range<usize>,
+    events: std::ops::Range<usize>,
+    total: usize,
+}
+
+impl Layout {
+    /// The layout of the record at the front of `b`; `None` if its lengths
+    /// do not fit in `b` or are out of range.
+    fn of(b: &[u8]) -> Option<Layout> {
         let u32_at = |o: usize| -> Option<usize> {
-            Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?) as usize)
+            Some(u32::from_le_bytes(b.get(o..o.checked_add(4)?)?.try_into().ok()?) as usize)
         };
         let frames = u32_at(0)?;
         let n_bands = u32_at(4)?;
         let mel = u32_at(8)?;
-        let tuning = f32::from_le_bytes(b.get(12..16)?.try_into().ok()?);
-        if n_bands > 256 || !tuning.is_finite() {
+        let tuning_cents = f32::from_le_bytes(b.get(12..16)?.try_into().ok()?);
+        if n_bands > 256 || !tuning_cents.is_finite() {
             return None;
         }
-        let c_len = frames.checked_mul(12)?;
-        let b_len = frames.checked_mul(n_bands)?;
-        let m_len = mel.checked_mul(2)?;
-        let total = 16usize
-            .checked_add(c_len)?
-            .checked_add(b_len)?
-            .checked_add(m_len)?;
-        if total > b.len() {
-            return None;
-        }
-        let mut o = 16;
-        let cens = b[o..o + c_len].to_vec();
-        o += c_len;
-        let bands = b[o..o + b_len].to_vec();
-        o += b_len;
-        let melody = b[o..o + m_len]
-            .chunks_exact(2)
-            .map(|c| i16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        o += m_len;
-        let words = u32_at(o)?;
-        let p_len = words.checked_mul(2)?;
-        let total = total.checked_add(4)?.checked_add(p_len)?;
-        if total > b.len() {
-            return None;
-        }
-        let peaks = decode_peaks(&b[o + 4..o + 4 + p_len])?;
-        let o = o + 4 + p_len;
-        let n_events = u32_at(o)?;
-        let total = total
-            .checked_add(4)?
-            .checked_add(n_events.checked_mul(6)?)?;
-        if total > b.len() {
-            return None;
-        }
-        let mut events = Vec::with_capacity(n_events);
-        let mut last = 0u32;
-        for ch in b[o + 4..total].chunks_exact(6) {
-            let ms = u32::from_le_bytes(ch[..4].try_into().ok()?);
-            let cents = i16::from_le_bytes([ch[4], ch[5]]);
-            if ms < last {
-                return None;
-            }
-            last = ms;
-            events.push(Event {
-                onset_s: ms as f32 / 1000.0,
-                cents: cents as f32,
-            });
-        }
-        Some((
-            Sequences {
-                cens,
-                bands,
-                n_bands,
-                melody,
-                tuning_cents: tuning,
-                peaks,
-                events,
-            },
-            total,
-        ))
+        let span = |from: usize, len: usize| -> Option<std::ops::Range<usize>> {
+            let to = from.checked_add(len)?;
+            (to <= b.len()).then_some(from..to)
+        };
+        let cens = span(16, frames.checked_mul(12)?)?;
+        let bands = span(cens.end, frames.checked_mul(n_bands)?)?;
+        let melody = span(bands.end, mel.checked_mul(2)?)?;
+        let words = u32_at(melody.end)?;
+        let peaks = span(melody.end + 4, words.checked_mul(2)?)?;
+        let n_events = u32_at(peaks.end)?;
+        let events = span(peaks.end + 4, n_events.checked_mul(6)?)?;
+        Some(Layout {
+            n_bands,
+            tuning_cents,
+            total: events.end,
+            cens,
+            bands,
+            melody,
+            peaks,
+            events,
+        })
     }
+}
+
+/// Events as stored: onset in milliseconds (`u32`, never decreasing) and
+/// pitch in cents (`i16`), 6 bytes each; `None` if the onsets decrease.
+fn decode_events(b: &[u8]) -> Option<Vec<Event>> {
+    let mut events = Vec::with_capacity(b.len() / 6);
+    let mut last = 0u32;
+    for ch in b.chunks_exact(6) {
+        let ms = u32::from_le_bytes(ch[..4].try_into().ok()?);
+        let cents = i16::from_le_bytes([ch[4], ch[5]]);
+        if ms < last {
+            return None;
+        }
+        last = ms;
+        events.push(Event {
+            onset_s: ms as f32 / 1000.0,
+            cents: cents as f32,
+        });
+    }
+    Some(events)
 }
 
 /// Frame steps a peak word can hold; the largest value means "advance this
@@ -305,7 +335,10 @@ mod tests {
         let (back, used) = Sequences::decode(&buf).unwrap();
         assert_eq!(used, buf.len());
         assert_eq!(back, s);
+        assert_eq!(Sequences::decode_peaks_of(&buf).unwrap(), s.peaks);
+        assert_eq!(Sequences::decode_events_of(&buf).unwrap(), s.events);
         for cut in 0..buf.len() {
+            assert!(Sequences::decode_events_of(&buf[..cut]).is_none());
             assert!(Sequences::decode(&buf[..cut]).is_none());
         }
     }

@@ -438,24 +438,27 @@ impl<'a> Shard<'a> {
             .items
             .iter()
             .take(1 + landmarks::BACKGROUND_CANDIDATES)
-            .map(|m| PeakedMatch {
-                m: LandmarkMatch {
-                    item: self.global(m.item),
-                    ..*m
-                },
-                peaks: self.index.sequences[m.item as usize].peaks.clone(),
+            .map(|m| {
+                Ok(PeakedMatch {
+                    m: LandmarkMatch {
+                        item: self.global(m.item),
+                        ..*m
+                    },
+                    peaks: self.index.item_peaks(m.item as usize)?,
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let seq = Sequences::from_fingerprint(&q.fp, params);
-        let sequences = &self.index.sequences;
+        let lookups = crate::index::Lookups::new(self.index);
         let mut scratch = MelodicScratch::default();
         let found = self.index.melodic().search_with(
             &seq.events,
             req.exclude.and_then(|e| self.local(e)),
-            |i| sequences[i as usize].events.as_slice(),
+            |i| lookups.events(i),
             &mut scratch,
             |gi, _| req.grams.get(gi).copied().unwrap_or(false),
         );
+        lookups.finish()?;
         // the melodic matches gather can attach to a candidate: those of the
         // vote items and of this shard's best landmark items (the landmark
         // candidates are among them); and the best others it can add
@@ -508,7 +511,7 @@ impl<'a> Shard<'a> {
             };
             let lv = Vote { item: local, ..*v };
             let m = lm.of(local).map(|m| (*m, lm.ratio(m)));
-            let mut c = auditor.candidate(&seq, &lv, m, &mut refolds, &mut buffers);
+            let mut c = auditor.candidate(&seq, &lv, m, &mut refolds, &mut buffers)?;
             c.item = v.item;
             let item_s = self.index.manifest.items[local].duration_s;
             crate::audit::clamp_times(&mut c, q.fp.source.duration_s, item_s);
@@ -618,7 +621,7 @@ pub fn gather(params: &AnalysisParams, plan: &Plan, matches: &[Matches]) -> Scor
         items: items.iter().map(|p| p.m).collect(),
         background: landmarks::BACKGROUND_FLOOR,
     };
-    lm.resolve_background(|i| peaks.get(&i).copied().unwrap_or(&[]));
+    lm.resolve_background(|i| peaks.get(&i).copied().unwrap_or(&[]).into());
     let mut melodic: Vec<MelodicMatch> = matches.iter().flat_map(|m| m.melodic.clone()).collect();
     melodic.sort_by(|a, b| b.count.cmp(&a.count).then(a.item.cmp(&b.item)));
     let frame_s = params.frame_seconds() as f32;

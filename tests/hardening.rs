@@ -62,7 +62,9 @@ fn items_of(dir: &Path) -> BTreeSet<String> {
         .map(|i| i.windows as usize)
         .sum();
     assert_eq!(windows, index.window_item.len());
-    assert_eq!(index.sequences.len(), index.len());
+    for id in 0..index.len() {
+        index.item(id).expect("every item decodes");
+    }
     index
         .manifest
         .items

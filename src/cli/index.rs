@@ -45,7 +45,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
                 cfg.out.display()
             )
         })?;
-        IndexBuilder::from_index(&old)
+        IndexBuilder::from_index(&old)?
     } else {
         IndexBuilder::new(&params)
     };
