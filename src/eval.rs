@@ -547,10 +547,8 @@ pub fn candidate_recall(truth: &[TruthRow], outcomes: &[Outcome]) -> Vec<Candida
         }
     }
     classes.sort_by(|a, b| (!a.starts_with("copy_"), a).cmp(&(!b.starts_with("copy_"), b)));
-    let mut rows: Vec<CandidateRecall> = classes
-        .iter()
-        .map(|c| row(c, &|k: &str| k == *c))
-        .collect();
+    let mut rows: Vec<CandidateRecall> =
+        classes.iter().map(|c| row(c, &|k: &str| k == *c)).collect();
     if classes.iter().filter(|c| c.starts_with("melody")).count() > 1 {
         rows.push(row(MELODY_GROUP, &|k: &str| k.starts_with("melody")));
     }
@@ -783,7 +781,10 @@ mod tests {
         );
         let outcomes = vec![
             // right item second: found
-            out("DEV/q/melody_solo/1.wav", &["train/x.wav", "train/song1.wav"]),
+            out(
+                "DEV/q/melody_solo/1.wav",
+                &["train/x.wav", "train/song1.wav"],
+            ),
             // not among them
             out("DEV/q/melody_solo/2.wav", &["train/x.wav"]),
             out("DEV/q/melody_accomp/3.wav", &["train/song3.flac"]),
@@ -794,7 +795,12 @@ mod tests {
         let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             names,
-            ["melody_accomp", "melody_solo", MELODY_GROUP, "ALL positives"]
+            [
+                "melody_accomp",
+                "melody_solo",
+                MELODY_GROUP,
+                "ALL positives"
+            ]
         );
         assert_eq!((rows[0].n, rows[1].n, rows[2].n), (2, 2, 4));
         assert_abs_diff_eq!(rows[0].among_candidates, 0.5);
