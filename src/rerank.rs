@@ -281,6 +281,12 @@ fn null_from_kept(nq: usize, m: usize, block: usize, buf: &mut Buffers) -> Align
             buf.sim.extend(b.iter().rev());
         }
     }
+    align_sim(nq, m, buf)
+}
+
+/// The harmony alignment over the whole `nq × m` similarity matrix in
+/// `buf.sim`: its cell scores in vectorised passes, then the path.
+fn align_sim(nq: usize, m: usize, buf: &mut Buffers) -> Alignment {
     HarmonyCells {
         sim: &buf.sim,
         nq,
@@ -323,21 +329,7 @@ fn align_cens(
     // a short one (at most HARMONY_BAND_ABOVE frames against a bounded
     // region): the whole matrix, computed in vectorised passes
     cens_similarity(q, region, rot, &mut buf.rotated, &mut buf.sim);
-    HarmonyCells {
-        sim: &buf.sim,
-        nq,
-        nc: m,
-    }
-    .scores_into(&mut buf.cells);
-    let cells = &buf.cells;
-    local_align(
-        nq,
-        m,
-        band,
-        |i, j| cells[i * m + j],
-        HARMONY_SKIP,
-        &mut buf.scratch,
-    )
+    align_sim(nq, m, buf)
 }
 
 /// Item time minus query time (seconds) that the melodic match points at.
