@@ -205,7 +205,7 @@ pub fn local_align(
     // the columns each row slot last wrote: a slot is zero outside them
     let mut written = [(0usize, 0usize); 3];
     for i in 0..nq {
-        let (r0, r1, r2) = ((i % 3) * nc, ((i + 2) % 3) * nc, ((i + 1) % 3) * nc); // rows i, i-1, i-2
+        let (s0, s1, s2) = (i % 3, (i + 2) % 3, (i + 1) % 3); // rows i, i-1, i-2
         let (lo, hi) = match band {
             Some(b) => {
                 let c = b.c0 + i as f32 * b.slope;
@@ -216,41 +216,48 @@ pub fn local_align(
             None => (0, nc),
         };
         // cells of row i outside the band hold nothing
-        let (wlo, whi) = written[i % 3];
-        h[r0 + wlo..r0 + whi].fill(0.0);
-        written[i % 3] = (lo, hi.max(lo));
+        let (wlo, whi) = written[s0];
+        h[s0 * nc + wlo..s0 * nc + whi].fill(0.0);
+        written[s0] = (lo, hi.max(lo));
+        // the three rows as their own slices, each `nc` long, so that the
+        // inner loop indexes them without a bounds check per step
+        let (h0, h1, h2) = rows(h, nc, s0, s1, s2);
+        let (st0, st1, st2) = rows(start, nc, s0, s1, s2);
+        let (c0, c1, c2) = rows(cells, nc, s0, s1, s2);
         for j in lo..hi {
             let s = cell(i, j);
             hist.add(s);
             area += 1;
-            // best predecessor among the three steps (or a fresh start)
+            // best predecessor among the three steps (or a fresh start):
+            // 1 = (1, 1), 2 = (2, 1), 3 = (1, 2)
             let mut pred = 0.0f32;
-            let mut from: Option<usize> = None;
-            if i >= 1 && j >= 1 && h[r1 + j - 1] > pred {
-                pred = h[r1 + j - 1];
-                from = Some(r1 + j - 1);
+            let mut from = 0u8;
+            if i >= 1 && j >= 1 && h1[j - 1] > pred {
+                pred = h1[j - 1];
+                from = 1;
             }
-            if i >= 2 && j >= 1 && h[r2 + j - 1] - skip > pred {
-                pred = h[r2 + j - 1] - skip;
-                from = Some(r2 + j - 1);
+            if i >= 2 && j >= 1 && h2[j - 1] - skip > pred {
+                pred = h2[j - 1] - skip;
+                from = 2;
             }
-            if i >= 1 && j >= 2 && h[r1 + j - 2] - skip > pred {
-                pred = h[r1 + j - 2] - skip;
-                from = Some(r1 + j - 2);
+            if i >= 1 && j >= 2 && h1[j - 2] - skip > pred {
+                pred = h1[j - 2] - skip;
+                from = 3;
             }
-            let here = r0 + j;
             let v = pred + s;
             if v <= 0.0 {
-                h[here] = 0.0;
+                h0[j] = 0.0;
                 continue;
             }
-            h[here] = v;
+            h0[j] = v;
             let (st, len) = match from {
-                Some(k) => (start[k], cells[k] + 1),
-                None => ((i as u32, j as u32), 1),
+                1 => (st1[j - 1], c1[j - 1] + 1),
+                2 => (st2[j - 1], c2[j - 1] + 1),
+                3 => (st1[j - 2], c1[j - 2] + 1),
+                _ => ((i as u32, j as u32), 1),
             };
-            start[here] = st;
-            cells[here] = len;
+            st0[j] = st;
+            c0[j] = len;
             if v > best.score {
                 best = Alignment {
                     score: v,
@@ -268,6 +275,19 @@ pub fn local_align(
     best.area = area;
     best.lambda = hist.lambda();
     best
+}
+
+/// Row slots `a` (written), `b` and `c` (read) of a buffer of three rows
+/// of `n`, as separate slices (the three slots are distinct).
+fn rows<T>(buf: &mut [T], n: usize, a: usize, b: usize, c: usize) -> (&mut [T], &[T], &[T]) {
+    let [r0, r1, r2] = buf
+        .get_disjoint_mut([0..n, n..2 * n, 2 * n..3 * n])
+        .expect("three rows of n");
+    let mut slots = [Some(r0), Some(r1), Some(r2)];
+    let w = slots[a].take().expect("distinct slots");
+    let x = slots[b].take().expect("distinct slots");
+    let y = slots[c].take().expect("distinct slots");
+    (w, x, y)
 }
 
 #[cfg(test)]
